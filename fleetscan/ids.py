@@ -34,11 +34,11 @@ def client_id_problem(client_id: str) -> str | None:
             return "group ID must start with 'GID_' or 'GID-'"
         if len(group) < 7:
             return "group ID shorter than 7 characters"
-        return f"group ID has a character other than letters, digits, '-', '_': {_first_bad(group)}"
+        return f"group ID has {_first_bad(group)}: only letters, digits, '-', '_' are allowed"
     if not device:
         return "empty device ID"
     if not _DEVICE.fullmatch(device):
-        return f"device ID has a character other than letters, digits, '-', '_': {_first_bad(device)}"
+        return f"device ID has {_first_bad(device)}: only letters, digits, '-', '_' are allowed"
     return None
 
 
