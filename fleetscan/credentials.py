@@ -258,7 +258,7 @@ async def resolve_credentials(
         or _from_cli_config(ctx, tried)
         or _from_credentials_file(ctx, tried)
     )
-    if found is None and profile is not None:
+    if found is None and profile:
         raise CredentialsError(f"profile {profile!r} not found; tried: {', '.join(tried)}")
     resolved = await _provide(found, ctx) if found else await _from_metadata(ctx, tried)
     if resolved is None:
@@ -428,15 +428,19 @@ async def _provide(found: _Found, ctx: _Context) -> ResolvedCredentials:
         assert found.credentials is not None
         provider: CredentialsProvider = StaticCredentials(found.credentials)
         return ResolvedCredentials(provider=provider, region=found.region, source=found.source)
-    if found.kind == "ecs":
+    try:
+        if found.kind == "uri":
+            assert found.uri is not None
+            return await _uri_provider(ctx, found.uri, region=found.region)
         base = _metadata_base(ctx)
         if base is None:
             raise CredentialsError(
                 f"{found.source} asks for an ECS RAM role, but the metadata service is disabled"
             )
         return await _metadata_provider(ctx, base, found.role, region=found.region)
-    assert found.uri is not None
-    return await _uri_provider(ctx, found.uri, region=found.region)
+    except _Failure as exc:
+        # Name the profile that sent us there, not only the service that failed.
+        raise CredentialsError(f"{found.source}: {exc}") from None
 
 
 async def _from_metadata(ctx: _Context, tried: list[str]) -> ResolvedCredentials | None:
@@ -583,14 +587,12 @@ async def _call(
         async with session.request(method, url, headers=headers, timeout=timeouts) as response:
             return response.status, await response.text(errors="replace")
     except TimeoutError:
-        raise _Failure(place, "unreachable (timed out)") from None
+        raise _Failure(place, "unreachable: timed out") from None
     except aiohttp.ClientConnectorError as exc:
-        raise _Failure(
-            place, f"unreachable ({exc.os_error.strerror or 'cannot connect'})"
-        ) from None
+        raise _Failure(place, f"unreachable: {exc.os_error.strerror or 'cannot connect'}") from None
     except aiohttp.ClientError as exc:
         # The class name only: some aiohttp messages quote the URL, query string and all.
-        raise _Failure(place, f"unreachable ({type(exc).__name__})") from None
+        raise _Failure(place, f"unreachable: {type(exc).__name__}") from None
 
 
 def _read(path: Path, shown: str) -> str | None:

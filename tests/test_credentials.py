@@ -439,7 +439,7 @@ async def test_metadata_disabled_by_caller(tmp_path: Path, imds: FakeServer) -> 
 async def test_unreachable_metadata_is_skipped_and_reported(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     message = await resolve_error({}, tmp_path, metadata_url=url)
-    assert f"ECS metadata at {url} (unreachable (" in message
+    assert f"ECS metadata at {url} (unreachable: " in message
     assert message.index("ECS metadata") < message.index("ALIBABA_CLOUD_CREDENTIALS_URI")
 
 
@@ -663,7 +663,8 @@ async def test_ecs_profile_with_metadata_disabled_is_an_error(tmp_path: Path) ->
 async def test_ecs_profile_with_unknown_role_is_an_error(tmp_path: Path, imds: FakeServer) -> None:
     cli_config(tmp_path, {"name": "default", "mode": "EcsRamRole", "ram_role_name": "other"})
     message = await resolve_error({}, tmp_path, metadata_url=imds.url)
-    assert message == f"ECS metadata at {imds.url} role 'other': HTTP 404"
+    profile = "~/.aliyun/config.json profile 'default'"
+    assert message == f"{profile}: ECS metadata at {imds.url} role 'other': HTTP 404"
 
 
 async def test_given_session_is_used_and_left_open(tmp_path: Path, imds: FakeServer) -> None:
@@ -729,7 +730,7 @@ async def test_credentials_uri_must_be_http(tmp_path: Path) -> None:
 
 async def test_unreachable_credentials_uri(tmp_path: Path) -> None:
     env = {"ALIBABA_CLOUD_CREDENTIALS_URI": f"http://127.0.0.1:{closed_port()}/c"}
-    assert ": unreachable (" in await resolve_error(env, tmp_path)
+    assert ": unreachable: " in await resolve_error(env, tmp_path)
 
 
 # --- RefreshingCredentials on its own ----------------------------------------------------
