@@ -1,0 +1,177 @@
+"""The emulator's settings: values only, with their defaults as named constants.
+
+`EmulatorConfig` is what starts an emulator. `Limits` and `Faults` are the parts a
+running emulator can change (see `EmulatorControl`); `KeyPair` is one accepted
+credential and `FaultRule` one deterministic fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_BATCH",
+    "ACTION_SINGLE",
+    "API_VERSION",
+    "DEFAULT_ACCESS_KEY_ID",
+    "DEFAULT_ACCESS_KEY_SECRET",
+    "DEFAULT_ACCOUNT",
+    "DEFAULT_HOST",
+    "DEFAULT_INSTANCE_ID",
+    "DEFAULT_IP_BLOCK_SECONDS",
+    "DEFAULT_IP_LIMIT",
+    "DEFAULT_KEY",
+    "DEFAULT_ONLINE_RATIO",
+    "DEFAULT_PORT",
+    "DEFAULT_QPS_BATCH",
+    "DEFAULT_QPS_SINGLE",
+    "DEFAULT_REGION",
+    "DEFAULT_SEED",
+    "DROP",
+    "MAX_BATCH_SIZE",
+    "SIGNATURE_WINDOW_SECONDS",
+    "EmulatorConfig",
+    "FaultRule",
+    "Faults",
+    "KeyPair",
+    "Limits",
+]
+
+API_VERSION = "2020-04-20"
+ACTION_SINGLE = "QuerySessionByClientId"
+ACTION_BATCH = "BatchQuerySessionByClientIds"
+ACTIONS = (ACTION_SINGLE, ACTION_BATCH)
+MAX_BATCH_SIZE = 10
+# Timestamps this far off are refused, and nonces are remembered this long.
+SIGNATURE_WINDOW_SECONDS = 15 * 60
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 0
+# A documented throwaway credential: it only ever opens a local emulator.
+DEFAULT_ACCESS_KEY_ID = "FLEETSCAN_DEMO_KEY"
+DEFAULT_ACCESS_KEY_SECRET = "fleetscan-demo-secret-not-a-real-key"  # noqa: S105
+DEFAULT_ACCOUNT = "emulator-account"
+DEFAULT_INSTANCE_ID = "mqtt-cn-emulator"
+DEFAULT_REGION = "cn-hangzhou"
+DEFAULT_SEED = 0
+DEFAULT_ONLINE_RATIO = 0.5
+DEFAULT_QPS_SINGLE = 500
+DEFAULT_QPS_BATCH = 100
+DEFAULT_IP_LIMIT = 300
+# The real block time is undocumented; a minute is long enough to hurt a scan.
+DEFAULT_IP_BLOCK_SECONDS = 60.0
+
+# The FaultRule code that closes the connection without any response.
+DROP = "Drop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyPair:
+    """One credential the emulator accepts.
+
+    With ``security_token`` it is an STS key: requests must carry that token, and
+    ``expires_at`` (seconds since the epoch, on the emulator's clock) ends it.
+    Keys of one ``account`` share that account's limits.
+    """
+
+    access_key_id: str
+    secret: str = field(repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
+    account: str = DEFAULT_ACCOUNT
+
+
+DEFAULT_KEY = KeyPair(access_key_id=DEFAULT_ACCESS_KEY_ID, secret=DEFAULT_ACCESS_KEY_SECRET)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The service's rate limits.
+
+    ``qps_single``/``qps_batch`` bind per account and action on every sliding
+    one-second window. ``ip_limit`` (0 = off) binds per source IP and action; an IP
+    over it is blocked for ``ip_block_seconds``. ``retry_after_ms`` > 0 adds
+    ``x-acs-retry-after`` to throttled answers.
+    """
+
+    qps_single: int = DEFAULT_QPS_SINGLE
+    qps_batch: int = DEFAULT_QPS_BATCH
+    ip_limit: int = DEFAULT_IP_LIMIT
+    ip_block_seconds: float = DEFAULT_IP_BLOCK_SECONDS
+    retry_after_ms: int = 0
+
+    def for_action(self, action: str) -> int:
+        """The account limit of ``action``."""
+        return self.qps_batch if action == ACTION_BATCH else self.qps_single
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    """Random faults and latency, drawn per request from the seeded generator.
+
+    Rates are probabilities per request that passed authentication and throttling.
+    ``overflow_retry_after_share`` of injected ``SystemOverFlow`` answers carry
+    ``x-acs-retry-after: overflow_retry_after_ms``. Latency is ``latency_ms`` plus a
+    uniform ``[0, jitter_ms)``, plus ``slow_ms`` with probability ``slow_rate``.
+    """
+
+    error_rate: float = 0.0
+    unavailable_rate: float = 0.0
+    overflow_rate: float = 0.0
+    overflow_retry_after_share: float = 0.0
+    overflow_retry_after_ms: int = 100
+    drop_rate: float = 0.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultRule:
+    """The first ``times`` matching attempts fail with ``code``.
+
+    An attempt matches when its action is ``action`` (None = either) and it carries
+    ``client_id`` (None = any ID). ``code`` is an API error code (its usual HTTP
+    status unless ``status`` is given) or `DROP`. ``delay_ms`` delays the answer.
+    """
+
+    code: str
+    times: int = 1
+    client_id: str | None = None
+    action: str | None = None
+    status: int | None = None
+    retry_after_ms: int | None = None
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmulatorConfig:
+    """Everything an emulator starts with.
+
+    The fleet is ``online_ratio`` of all valid IDs, chosen by ``seed``, unless
+    ``fleet_csv`` (``client_id,online`` lines) names it. ``churn_rate`` is the share
+    of IDs whose status is drawn afresh each second; ``batch_cache_seconds`` > 0
+    makes batch answers come from a snapshot refreshed that often.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    keys: tuple[KeyPair, ...] = (DEFAULT_KEY,)
+    instance_ids: tuple[str, ...] = (DEFAULT_INSTANCE_ID,)
+    region: str = DEFAULT_REGION
+    seed: int = DEFAULT_SEED
+    online_ratio: float = DEFAULT_ONLINE_RATIO
+    fleet_csv: Path | None = None
+    churn_rate: float = 0.0
+    batch_cache_seconds: float = 0.0
+    limits: Limits = Limits()
+    faults: Faults = Faults()
+    rules: tuple[FaultRule, ...] = ()
+    legacy_statuses: bool = False
+    # Counting every client ID costs memory per distinct ID; benchmarks may turn it off.
+    count_client_ids: bool = True
+    tls: bool = False
+    tls_dir: Path | None = None
