@@ -1,0 +1,230 @@
+"""Client IDs read lazily from files and stdin, one ``InputRow`` at a time.
+
+The format comes from the file name: ``.csv`` (and ``.tsv``) have a header row and
+the ID in one column; anything else is plain text, one ID a line; ``.gz`` may wrap
+either. Stdin (``-``, or no sources at all) is plain text unless ``stdin_format``
+says ``csv`` or a ``column`` is named. Stdin is read a line at a time as lines
+arrive, so a producer that keeps the pipe open still gets each ID scanned.
+
+Only a malformed *file* raises ``InputError`` (with source and line): bytes that are
+not UTF-8, NUL bytes, a line over ``MAX_LINE_BYTES``, a CSV without the column.
+An ID that merely is not a valid client ID (spaces inside, too long, ``/``) is
+yielded as is: validation downstream turns it into an ``invalid`` record, so every
+input line is accounted for in the output. Each ID is stripped of surrounding
+whitespace; blank lines are skipped; IDs are case-sensitive.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Literal, Protocol
+
+from fleetscan.errors import InputError
+
+__all__ = [
+    "ID_COLUMNS",
+    "MAX_LINE_BYTES",
+    "STDIN",
+    "InputRow",
+    "StdinFormat",
+    "read_client_ids",
+]
+
+# A line longer than this is an error, read no further than the limit: client IDs
+# are at most 64 characters, so 64 KiB leaves room for wide CSV rows.
+MAX_LINE_BYTES = 64 * 1024
+
+# Column names taken as the ID column of a CSV when no ``column`` is named.
+ID_COLUMNS = ("client_id", "ClientId", "clientId")
+
+# The source name that means standard input.
+STDIN = "-"
+
+StdinFormat = Literal["text", "csv"]
+
+_BOM = "\ufeff"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Readable(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputRow:
+    """One client ID and where it came from (``line`` is 1-based, physical)."""
+
+    source: str
+    line: int
+    client_id: str
+
+
+def read_client_ids(
+    sources: Sequence[str],
+    *,
+    column: str | None = None,
+    stdin: BinaryIO | None = None,
+    stdin_format: StdinFormat | None = None,
+) -> Iterator[InputRow]:
+    """Yield the client ID of every non-blank line or row of ``sources``, in order.
+
+    ``column`` names the CSV column holding the IDs (default: the first of
+    ``ID_COLUMNS`` present, else the first column); plain-text files ignore it.
+    ``stdin`` defaults to ``sys.stdin.buffer``. Every source must exist before any
+    is read: a missing file raises ``InputError`` here, not half-way through.
+    """
+    names = list(sources) or [STDIN]
+    for name in names:
+        if name != STDIN:
+            _check_readable(name)
+    fmt: StdinFormat = stdin_format or ("csv" if column is not None else "text")
+    return _rows(names, column, stdin, fmt)
+
+
+def _rows(
+    names: list[str], column: str | None, stdin: BinaryIO | None, stdin_format: StdinFormat
+) -> Iterator[InputRow]:
+    for name in names:
+        if name == STDIN:
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            yield from _read_stream(stream, "<stdin>", stdin_format == "csv", ",", column)
+            continue
+        lower = name.lower()
+        gz = lower.endswith(".gz")
+        base = lower[:-3] if gz else lower
+        delimiter = "\t" if base.endswith(".tsv") else ","
+        is_csv = base.endswith((".csv", ".tsv"))
+        try:
+            # Binary and buffered: readline(limit) never reads more than it must.
+            opened = gzip.open(name, "rb") if gz else open(name, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
+        with opened:
+            yield from _read_stream(opened, name, is_csv, delimiter, column)
+
+
+def _check_readable(name: str) -> None:
+    try:
+        if os.path.isdir(name):
+            raise InputError("is a directory, not a file of client IDs", source=name)
+        with open(name, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
+
+
+def _read_stream(
+    stream: _Readable, source: str, is_csv: bool, delimiter: str, column: str | None
+) -> Iterator[InputRow]:
+    lines = _Lines(stream, source)
+    if is_csv:
+        yield from _csv_rows(lines, source, delimiter, column)
+        return
+    for text in lines:
+        lines.row_done()
+        client_id = text.strip()
+        if client_id:
+            yield InputRow(source=source, line=lines.number, client_id=client_id)
+
+
+class _Lines:
+    """Decoded lines of a binary stream, each checked, with the current line number."""
+
+    __slots__ = ("_since_row", "_source", "_stream", "number")
+
+    def __init__(self, stream: _Readable, source: str) -> None:
+        self._stream = stream
+        self._source = source
+        # The physical line number of the line last returned (1-based).
+        self.number = 0
+        # Bytes read since the CSV reader last finished a row: bounds a quoted
+        # field that runs on over many lines.
+        self._since_row = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            raw = self._stream.readline(MAX_LINE_BYTES + 1)
+        except (EOFError, OSError, zlib.error) as exc:
+            # gzip raises these for a truncated or corrupt archive.
+            raise self._error(f"cannot read: {exc}", self.number + 1) from None
+        if not raw:
+            raise StopIteration
+        self.number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise self._error(f"line longer than {MAX_LINE_BYTES} bytes")
+        self._since_row += len(raw)
+        if self._since_row > MAX_LINE_BYTES + 1:
+            raise self._error(f"CSV record longer than {MAX_LINE_BYTES} bytes")
+        if self.number == 1 and raw.startswith(_GZIP_MAGIC):
+            raise self._error("gzip data: name the file *.gz, or pipe it through zcat")
+        if b"\0" in raw:
+            raise self._error("NUL byte: this looks like a binary file, not text")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self._error(
+                f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+            ) from None
+        if self.number == 1 and text.startswith(_BOM):
+            text = text[1:]
+        return text
+
+    def row_done(self) -> None:
+        self._since_row = 0
+
+    def _error(self, message: str, line: int | None = None) -> InputError:
+        return InputError(message, source=self._source, line=line or self.number)
+
+
+def _csv_rows(lines: _Lines, source: str, delimiter: str, column: str | None) -> Iterator[InputRow]:
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(f.strip() for f in header):
+            lines.row_done()
+            header = next(reader, None)  # blank lines before the header
+        if header is None:
+            raise InputError("empty CSV: no header row", source=source, line=None)
+        lines.row_done()
+        names = [f.strip() for f in header]
+        index = _id_column(names, column, source, lines.number)
+        start = lines.number + 1
+        for row in reader:
+            lines.row_done()
+            if any(f.strip() for f in row):
+                if index >= len(row):
+                    raise InputError(
+                        f"{len(row)} fields, but the ID column {names[index]!r} is field "
+                        f"{index + 1}",
+                        source=source,
+                        line=start,
+                    )
+                yield InputRow(source=source, line=start, client_id=row[index].strip())
+            start = lines.number + 1
+    except csv.Error as exc:
+        raise InputError(f"bad CSV: {exc}", source=source, line=lines.number) from None
+
+
+def _id_column(names: list[str], column: str | None, source: str, line: int) -> int:
+    if column is not None:
+        if column in names:
+            return names.index(column)
+        listed = ", ".join(repr(n) for n in names)
+        raise InputError(
+            f"no column {column!r} in the header; columns are: {listed}",
+            source=source,
+            line=line,
+        )
+    for name in ID_COLUMNS:
+        if name in names:
+            return names.index(name)
+    return 0
