@@ -102,6 +102,12 @@ class Limits:
     ip_block_seconds: float = DEFAULT_IP_BLOCK_SECONDS
     retry_after_ms: int = 0
 
+    def __post_init__(self) -> None:
+        if self.qps_single < 1 or self.qps_batch < 1:
+            raise ValueError("qps_single and qps_batch must be at least 1")
+        if self.ip_limit < 0 or self.ip_block_seconds < 0 or self.retry_after_ms < 0:
+            raise ValueError("ip_limit, ip_block_seconds and retry_after_ms must not be negative")
+
     def for_action(self, action: str) -> int:
         """The account limit of ``action``."""
         return self.qps_batch if action == ACTION_BATCH else self.qps_single
@@ -128,6 +134,23 @@ class Faults:
     slow_rate: float = 0.0
     slow_ms: float = 0.0
 
+    def __post_init__(self) -> None:
+        rates = {
+            "error_rate": self.error_rate,
+            "unavailable_rate": self.unavailable_rate,
+            "overflow_rate": self.overflow_rate,
+            "overflow_retry_after_share": self.overflow_retry_after_share,
+            "drop_rate": self.drop_rate,
+            "slow_rate": self.slow_rate,
+        }
+        for name, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, not {rate}")
+        if self.error_rate + self.unavailable_rate + self.overflow_rate + self.drop_rate > 1.0:
+            raise ValueError("error, unavailable, overflow and drop rates add up to more than 1")
+        if min(self.latency_ms, self.jitter_ms, self.slow_ms, self.overflow_retry_after_ms) < 0:
+            raise ValueError("latencies and retry-after must not be negative")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultRule:
@@ -145,6 +168,10 @@ class FaultRule:
     status: int | None = None
     retry_after_ms: int | None = None
     delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.code or self.times < 0 or self.delay_ms < 0:
+            raise ValueError("a fault rule needs a code, times >= 0 and delay_ms >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,3 +202,13 @@ class EmulatorConfig:
     count_client_ids: bool = True
     tls: bool = False
     tls_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keys or not self.instance_ids:
+            raise ValueError("the emulator needs at least one key pair and one instance ID")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, not {self.port}")
+        if not 0.0 <= self.online_ratio <= 1.0:
+            raise ValueError(f"online_ratio must be within 0..1, not {self.online_ratio}")
+        if self.churn_rate < 0 or self.batch_cache_seconds < 0:
+            raise ValueError("churn_rate and batch_cache_seconds must not be negative")
