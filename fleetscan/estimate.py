@@ -1,0 +1,171 @@
+"""What a scan will cost before it runs: calls, transactions, time, TPS, money.
+
+Pure arithmetic on numbers the caller supplies (``onsmqtt-api.md`` section 5):
+every successful call is one messaging transaction, batch calls included, whatever
+the number of IDs in them. A subscription instance pays nothing per call but the
+scan's rate comes out of the instance's purchased TPS spec; past the spec, devices
+see disconnections, response timeouts and message discards. Pay-as-you-go
+instances pay per transaction at a regional price only the user knows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fleetscan.errors import UsageError
+
+__all__ = [
+    "BATCH_SIZE",
+    "STALE_BATCH_NOTE",
+    "TPS_SHARE_WARNING",
+    "Forecast",
+    "Mode",
+    "forecast",
+    "format_duration",
+    "render_forecasts",
+]
+
+# IDs per BatchQuerySessionByClientIds call (the API's maximum).
+BATCH_SIZE = 10
+
+# Above this share of the instance's TPS spec, the forecast warns.
+TPS_SHARE_WARNING = 0.5
+
+STALE_BATCH_NOTE = (
+    "batch answers come from a server-side cache and may be stale; "
+    "single queries (QuerySessionByClientId) are real time"
+)
+
+
+class Mode(StrEnum):
+    SINGLE = "single"
+    BATCH = "batch"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forecast:
+    """The cost of checking ``ids`` unique valid client IDs in one ``mode``.
+
+    ``tps_share`` and ``cost`` are None when the instance's TPS spec or the price per
+    million transactions was not given.
+    """
+
+    mode: Mode
+    ids: int
+    calls: int
+    transactions: int
+    qps: float
+    duration_s: float
+    instance_tps: float | None = None
+    tps_share: float | None = None
+    price_per_million: float | None = None
+    cost: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def forecast(
+    ids: int,
+    *,
+    mode: Mode | str,
+    qps: float,
+    instance_tps: float | None = None,
+    price_per_million: float | None = None,
+) -> Forecast:
+    """Forecast a scan of ``ids`` unique valid IDs at ``qps`` calls per second.
+
+    >>> f = forecast(25, mode="batch", qps=2, instance_tps=5)
+    >>> (f.calls, f.transactions, f.duration_s, f.tps_share)
+    (3, 3, 1.5, 0.4)
+    """
+    mode = Mode(mode)
+    if ids < 0:
+        raise UsageError(f"the number of IDs cannot be negative ({ids})")
+    if not qps > 0 or math.isinf(qps):
+        raise UsageError(f"the call rate must be a positive number of calls/s ({qps})")
+    if instance_tps is not None and not instance_tps > 0:
+        raise UsageError(f"the instance TPS spec must be positive ({instance_tps})")
+    if price_per_million is not None and not price_per_million >= 0:
+        raise UsageError(
+            f"the price per million transactions cannot be negative ({price_per_million})"
+        )
+    calls = ids if mode is Mode.SINGLE else -(-ids // BATCH_SIZE)
+    share = None if instance_tps is None else qps / instance_tps
+    warnings: list[str] = []
+    if share is not None and share > TPS_SHARE_WARNING:
+        warnings.append(
+            f"the scan adds {qps:g} TPS, {share:.0%} of the instance's {instance_tps:g} TPS "
+            "spec: past the spec, devices may see disconnections, response timeouts and "
+            "message discards; lower the rate or scan off-peak"
+        )
+    return Forecast(
+        mode=mode,
+        ids=ids,
+        calls=calls,
+        transactions=calls,
+        qps=qps,
+        duration_s=calls / qps,
+        instance_tps=instance_tps,
+        tps_share=share,
+        price_per_million=price_per_million,
+        cost=None if price_per_million is None else calls * price_per_million / 1e6,
+        warnings=tuple(warnings),
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.2`` -> ``"1h 2m 6s"``, ``3600`` -> ``"1h"``; under a minute, one decimal."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = math.ceil(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while parts[0][0] == 0:
+        parts.pop(0)
+    while parts[-1][0] == 0:
+        parts.pop()
+    return " ".join(f"{value}{unit}" for value, unit in parts)
+
+
+def render_forecasts(forecasts: list[Forecast] | tuple[Forecast, ...]) -> str:
+    """Side-by-side human text for one or more forecasts (usually single and batch)."""
+    if not forecasts:
+        return ""
+    rows: list[tuple[str, list[str]]] = [
+        ("mode", [f.mode.value for f in forecasts]),
+        ("unique valid IDs", [f"{f.ids:,}" for f in forecasts]),
+        ("API calls", [f"{f.calls:,}" for f in forecasts]),
+        ("transactions", [f"{f.transactions:,}" for f in forecasts]),
+        ("rate (calls/s = added TPS)", [f"{f.qps:g}" for f in forecasts]),
+        ("duration", [format_duration(f.duration_s) for f in forecasts]),
+    ]
+    if any(f.tps_share is not None for f in forecasts):
+        rows.append(("share of instance TPS spec", [_share(f) for f in forecasts]))
+    if any(f.cost is not None for f in forecasts):
+        rows.append(("cost (pay-as-you-go)", [_cost(f) for f in forecasts]))
+    label_width = max(len(label) for label, _ in rows)
+    widths = [max(len(values[i]) for _, values in rows) for i in range(len(forecasts))]
+    lines = [
+        "  ".join(
+            [label.ljust(label_width), *(v.rjust(w) for v, w in zip(values, widths, strict=True))]
+        )
+        for label, values in rows
+    ]
+    notes = [f"warning ({f.mode.value}): {w}" for f in forecasts for w in f.warnings]
+    if any(f.mode is Mode.BATCH for f in forecasts):
+        notes.append(f"note: {STALE_BATCH_NOTE}")
+    notes.append(
+        "note: only successful calls count as transactions; this assumes each succeeds once"
+    )
+    return "\n".join(lines + notes) + "\n"
+
+
+def _share(f: Forecast) -> str:
+    return "-" if f.tps_share is None else f"{f.tps_share:.1%}"
+
+
+def _cost(f: Forecast) -> str:
+    return "-" if f.cost is None else f"{f.cost:,.4f}"
