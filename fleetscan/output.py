@@ -1,0 +1,347 @@
+"""NDJSON output that survives crashes, and resuming from it.
+
+``RecordWriter`` buffers complete lines and hands them to the stream in one write,
+so the file only ever ends mid-line when the process dies during that write (or
+the machine loses power and leaves a zero-filled tail). ``prepare_resume`` repairs
+exactly that: it cuts a torn last line away, keeps the first final record
+(``online``, ``offline``, ``invalid``) of each client ID, drops ``error`` records so
+those IDs are asked again, and returns the IDs already done as a ``SeenSet``.
+Anything else that is not a record (a bad line in the middle, a file that is not
+fleetscan output) is an ``InputError``: data is never dropped silently.
+
+Usage::
+
+    state = prepare_resume(path)          # before opening the file for appending
+    with open(path, "ab") as out:
+        writer = RecordWriter(out)
+        for record in results:            # skip IDs for which state.seen.add() is False
+            writer.write(record)
+        writer.flush(fsync=True)
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+import orjson
+
+from fleetscan.dedup import SeenSet
+from fleetscan.errors import InputError
+from fleetscan.records import Record, Status
+
+__all__ = [
+    "FLUSH_BYTES",
+    "FLUSH_INTERVAL",
+    "MAX_RECORD_BYTES",
+    "RecordWriter",
+    "ResumeState",
+    "prepare_resume",
+]
+
+# The writer hands its buffer to the stream when it is this old (seconds) ...
+FLUSH_INTERVAL = 0.1
+# ... or this large (bytes), whichever comes first.
+FLUSH_BYTES = 256 * 1024
+
+# A line of an output file longer than this is not a fleetscan record.
+MAX_RECORD_BYTES = 1024 * 1024
+
+# Keep at most this many distinct instance IDs from a resumed file (to warn on).
+_MAX_INSTANCE_IDS = 8
+
+_FINAL = {s.value: s for s in (Status.ONLINE, Status.OFFLINE, Status.INVALID)}
+
+
+class RecordWriter:
+    """NDJSON records onto a binary stream, in whole lines, flushed often.
+
+    ``write`` flushes by itself once the buffer is ``flush_interval`` seconds old or
+    ``flush_bytes`` large; the caller still calls ``flush`` when it goes idle and at
+    the end, so the last records are not left waiting in memory.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO | IO[bytes],
+        *,
+        flush_interval: float = FLUSH_INTERVAL,
+        flush_bytes: int = FLUSH_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._flush_interval = flush_interval
+        self._flush_bytes = flush_bytes
+        self._clock = clock
+        # Complete NDJSON lines not yet handed to the stream.
+        self._buffer = bytearray()
+        # Records in ``_buffer``, and records handed to the stream so far.
+        self._pending = 0
+        self._written = 0
+        # When the buffer last went from empty to non-empty (clock seconds).
+        self._oldest = 0.0
+
+    @property
+    def written(self) -> int:
+        """Records handed to the stream (and flushed) so far."""
+        return self._written
+
+    @property
+    def pending(self) -> int:
+        """Records buffered, not yet written."""
+        return self._pending
+
+    def write(self, record: Record) -> None:
+        now = self._clock()
+        if not self._buffer:
+            self._oldest = now
+        self._buffer += record.to_json()
+        self._pending += 1
+        if len(self._buffer) >= self._flush_bytes or now - self._oldest >= self._flush_interval:
+            self.flush()
+
+    def flush(self, *, fsync: bool = False) -> None:
+        """Write the buffered lines in one piece and flush the stream.
+
+        ``fsync`` also asks the OS to put a regular file on disk (ignored for pipes).
+        """
+        if self._buffer:
+            # Taken out first: after a failed write, nothing is written twice.
+            view = memoryview(bytes(self._buffer))
+            pending, self._pending = self._pending, 0
+            self._buffer.clear()
+            while view:
+                # A buffered stream writes all of it; a raw one may write part.
+                view = view[self._stream.write(view) :]
+            self._written += pending
+        self._stream.flush()
+        if fsync:
+            _fsync_if_file(self._stream)
+
+
+def _fsync_if_file(stream: BinaryIO | IO[bytes]) -> None:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fsync(fd)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeState:
+    """What an earlier run left in the output file, after repair.
+
+    ``seen`` holds every client ID with a final record: seed the scan's dedup with
+    it. ``online``/``offline``/``invalid`` count those records; ``dropped_errors``
+    and ``dropped_duplicates`` count lines removed by the rewrite, ``torn_bytes``
+    the bytes of a torn last line cut away.
+    """
+
+    path: str
+    seen: SeenSet = field(compare=False)
+    online: int = 0
+    offline: int = 0
+    invalid: int = 0
+    dropped_errors: int = 0
+    dropped_duplicates: int = 0
+    torn_bytes: int = 0
+    rewritten: bool = False
+    instance_ids: frozenset[str] = frozenset()
+
+    @property
+    def carried_over(self) -> int:
+        """Client IDs already done: the scan will not ask about them again."""
+        return self.online + self.offline + self.invalid
+
+
+def prepare_resume(path: str | os.PathLike[str]) -> ResumeState:
+    """Repair the output file at ``path`` for appending and return what it holds.
+
+    A missing or empty file is a fresh start. The file is read once; only when it
+    holds ``error`` records or duplicates is it read again and rewritten through a
+    temporary file in the same directory (fsync, then ``os.replace``), so a crash
+    during the rewrite leaves the old file whole. Memory is the ``SeenSet`` only.
+    """
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise InputError("is a directory, not an output file", source=name)
+    try:
+        source = open(name, "rb", buffering=1024 * 1024)  # noqa: SIM115
+    except FileNotFoundError:
+        return ResumeState(path=name, seen=SeenSet())
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
+    with source:
+        scan = _Scan(name, out=None)
+        scan.run(source, stop_at_rewrite=True)
+    if scan.needs_rewrite:
+        del scan  # free the first pass's SeenSet before the second fills another
+        scan = _rewrite(name)
+    elif scan.torn_bytes:
+        _truncate(name, scan.good_bytes)
+    return ResumeState(
+        path=name,
+        seen=scan.seen,
+        online=scan.counts[Status.ONLINE],
+        offline=scan.counts[Status.OFFLINE],
+        invalid=scan.counts[Status.INVALID],
+        dropped_errors=scan.errors,
+        dropped_duplicates=scan.duplicates,
+        torn_bytes=scan.torn_bytes,
+        rewritten=scan.out is not None,
+        instance_ids=frozenset(scan.instance_ids),
+    )
+
+
+class _Scan:
+    """One pass over an output file: checks each line, counts, optionally copies."""
+
+    def __init__(self, source: str, out: IO[bytes] | None) -> None:
+        self.source = source
+        # Where kept lines go during a rewrite; None on the read-only first pass.
+        self.out = out
+        self.seen = SeenSet()
+        self.counts = dict.fromkeys(_FINAL.values(), 0)
+        self.errors = 0
+        self.duplicates = 0
+        self.instance_ids: set[str] = set()
+        # Bytes up to the end of the last line worth keeping; the rest is torn.
+        self.good_bytes = 0
+        self.torn_bytes = 0
+        self.needs_rewrite = False
+
+    def run(self, f: IO[bytes], *, stop_at_rewrite: bool = False) -> None:
+        offset = 0
+        number = 0
+        # (line number, start offset, reason) of an unreadable line: allowed only last.
+        suspect: tuple[int, int, str] | None = None
+        while raw := f.readline(MAX_RECORD_BYTES + 1):
+            number += 1
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                if len(raw) > MAX_RECORD_BYTES:
+                    tail, at_eof = _rest_of_line(f)
+                    offset += tail
+                    if at_eof and _looks_torn(raw):
+                        suspect = suspect or (number, start, "torn")
+                        break
+                    raise self._error(f"line longer than {MAX_RECORD_BYTES} bytes", number)
+                # No newline: the end of the file, cut off mid-write.
+                if _looks_torn(raw):
+                    suspect = suspect or (number, start, "torn")
+                    break
+                raise self._not_output(number)
+            if not raw.strip():
+                if self.out is None and suspect is None:
+                    self.good_bytes = offset
+                continue
+            if suspect is not None:
+                raise self._error(f"unreadable record: {suspect[2]}", suspect[0])
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if not _looks_torn(raw):
+                    raise self._not_output(number) from None
+                suspect = (number, start, str(exc))
+                continue
+            self._take(record, raw, number)
+            self.good_bytes = offset
+            if self.needs_rewrite and stop_at_rewrite:
+                return
+        if suspect is not None:
+            self.torn_bytes = offset - suspect[1]
+            self.good_bytes = suspect[1]
+
+    def _take(self, record: object, raw: bytes, number: int) -> None:
+        if not isinstance(record, dict):
+            raise self._not_output(number)
+        client_id = record.get("client_id")
+        status = record.get("status")
+        if not isinstance(client_id, str) or not isinstance(status, str):
+            raise self._error("a record needs a client_id and a status", number)
+        final = _FINAL.get(status)
+        if final is None:
+            if status != Status.ERROR.value:
+                raise self._error(f"unknown status {status!r}", number)
+            self.errors += 1
+            self.needs_rewrite = True
+            return
+        if not self.seen.add(client_id):
+            self.duplicates += 1
+            self.needs_rewrite = True
+            return
+        self.counts[final] += 1
+        instance_id = record.get("instance_id")
+        if isinstance(instance_id, str) and len(self.instance_ids) < _MAX_INSTANCE_IDS:
+            self.instance_ids.add(instance_id)
+        if self.out is not None:
+            self.out.write(raw)
+
+    def _error(self, message: str, number: int) -> InputError:
+        return InputError(message, source=self.source, line=number)
+
+    def _not_output(self, number: int) -> InputError:
+        return self._error("not a fleetscan NDJSON record: is this the right output file?", number)
+
+
+def _looks_torn(raw: bytes) -> bool:
+    # What a crash leaves: the start of a record line, or a zero-filled tail.
+    return raw.startswith(b"{") or not raw.strip(b"\0\r\n")
+
+
+def _rest_of_line(f: IO[bytes]) -> tuple[int, bool]:
+    """Skip to the end of an over-long line: (bytes skipped, reached EOF with no newline)."""
+    skipped = 0
+    while chunk := f.readline(MAX_RECORD_BYTES):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            return skipped, False
+    return skipped, True
+
+
+def _rewrite(name: str) -> _Scan:
+    directory = os.path.dirname(os.path.abspath(name))
+    mode = stat.S_IMODE(os.stat(name).st_mode)
+    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".resume", delete=False
+    )
+    try:
+        with tmp, open(name, "rb", buffering=1024 * 1024) as source:
+            scan = _Scan(name, out=tmp)
+            scan.run(source)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, mode)
+        os.replace(tmp.name, name)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+    _fsync_directory(directory)
+    return scan
+
+
+def _truncate(name: str, size: int) -> None:
+    with open(name, "r+b") as f:
+        f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
