@@ -101,6 +101,13 @@ class Emulator:
         params: dict[str, str] = {}
         for name, value in request.query.items():
             params.setdefault(name, value)
+        undecodable = None
+        if body and headers.get("Content-Type", "").startswith(_FORM):
+            try:
+                for name, value in parse_qsl(body.decode(), keep_blank_values=True):
+                    params.setdefault(name, value)
+            except UnicodeDecodeError as exc:
+                undecodable = exc
         action = headers.get("x-acs-action", "") if v3 else params.get("Action", "")
         counters = self.stats.request(action, ip, now)
         answers = self._answers
@@ -110,10 +117,8 @@ class Emulator:
             counters.blocked += 1
             return answers.error(refusal.code, refusal.message)
         try:
-            if body and headers.get("Content-Type", "").startswith(_FORM):
-                form = parse_qsl(body.decode(), keep_blank_values=True)
-                for name, value in form:
-                    params.setdefault(name, value)
+            if undecodable is not None:
+                raise undecodable
             if action not in ACTIONS:
                 raise Refusal(
                     "ApiNotSupport",

@@ -29,6 +29,7 @@ __all__ = ["Fleet", "read_fleet_csv"]
 
 _TRUE = frozenset({"1", "true", "yes", "online", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "offline", "n", "f"})
+_HEADER = frozenset({"client_id", "clientid"})
 _SCALE = float(1 << 64)
 
 
@@ -145,7 +146,7 @@ def _parse_rows(rows: Iterable[list[str]], source: str) -> dict[str, bool]:
         if len(row) != 2:
             raise ValueError(f"{source}:{line}: expected 'client_id,online', got {row!r}")
         client_id, value = row[0].strip(), row[1].strip().lower()
-        if line == 1 and value not in _TRUE | _FALSE:
+        if line == 1 and (client_id.lower() in _HEADER or value not in _TRUE | _FALSE):
             continue  # a header line
         if value in _TRUE:
             statuses[client_id] = True
