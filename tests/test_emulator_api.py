@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from emulator_fixtures import FakeClock, ids, serving
+
 from fleetscan.emulator import (
     ACTION_BATCH,
     ACTION_SINGLE,
@@ -88,7 +88,8 @@ def _assert_error(reply_status: int, body: dict[str, object], status: int, code:
     assert (reply_status, body.get("Code")) == (status, code), body
     assert list(body) == ERROR_KEYS
     assert body["HostId"] == "onsmqtt.cn-hangzhou.aliyuncs.com"
-    assert isinstance(body["Message"], str) and body["Message"]
+    assert isinstance(body["Message"], str)
+    assert body["Message"]
     assert f"q={code}" in str(body["Recommend"])
     assert REQUEST_ID.fullmatch(str(body["RequestId"]))
 

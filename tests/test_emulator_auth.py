@@ -6,8 +6,8 @@ import hashlib
 from urllib.parse import parse_qsl
 
 import pytest
-
 from emulator_fixtures import FakeClock, serving
+
 from fleetscan.emulator import (
     ACTION_SINGLE,
     DEFAULT_INSTANCE_ID,

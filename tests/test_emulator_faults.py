@@ -7,8 +7,8 @@ from collections import Counter
 
 import aiohttp
 import pytest
-
 from emulator_fixtures import SleepRecorder, ids, serving
+
 from fleetscan.emulator import (
     DROP,
     EmulatorConfig,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from emulator_fixtures import FakeClock, ids, serving
+
 from fleetscan.emulator import EmulatorConfig, Fleet
 from fleetscan.emulator.fleet import read_fleet_csv
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import aiohttp
+from emulator_fixtures import Caller, FakeClock, ids, serving
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator_fixtures import Caller, FakeClock, ids, serving
 from fleetscan.emulator import EmulatorConfig, FaultRule, Limits
 from fleetscan.emulator.window import SlidingWindow
 
