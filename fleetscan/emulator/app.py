@@ -67,17 +67,22 @@ class Emulator:
         self.clock = clock
         self._sleep = sleep
         self.control = EmulatorControl(config)
-        fleet_args: dict[str, Any] = {
-            "seed": config.seed,
-            "churn_rate": config.churn_rate,
-            "batch_cache_seconds": config.batch_cache_seconds,
-            "clock": clock,
-        }
-        self.fleet = (
-            Fleet.from_csv(config.fleet_csv, **fleet_args)
-            if config.fleet_csv is not None
-            else Fleet(online_ratio=config.online_ratio, **fleet_args)
-        )
+        if config.fleet_csv is not None:
+            self.fleet = Fleet.from_csv(
+                config.fleet_csv,
+                seed=config.seed,
+                churn_rate=config.churn_rate,
+                batch_cache_seconds=config.batch_cache_seconds,
+                clock=clock,
+            )
+        else:
+            self.fleet = Fleet(
+                seed=config.seed,
+                online_ratio=config.online_ratio,
+                churn_rate=config.churn_rate,
+                batch_cache_seconds=config.batch_cache_seconds,
+                clock=clock,
+            )
         self.stats = Stats(count_client_ids=config.count_client_ids)
         self._auth = Authenticator(self.control)
         self._throttle = Throttle(self.control)

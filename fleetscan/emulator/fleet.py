@@ -79,9 +79,23 @@ class Fleet:
         self._overrides: dict[str, list[tuple[float, bool]]] = {}
 
     @classmethod
-    def from_csv(cls, path: Path, **kwargs: object) -> Fleet:
+    def from_csv(
+        cls,
+        path: Path,
+        *,
+        seed: int = 0,
+        churn_rate: float = 0.0,
+        batch_cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> Fleet:
         """A fleet that knows exactly the IDs of a ``client_id,online`` file."""
-        return cls(statuses=read_fleet_csv(path), **kwargs)  # type: ignore[arg-type]
+        return cls(
+            statuses=read_fleet_csv(path),
+            seed=seed,
+            churn_rate=churn_rate,
+            batch_cache_seconds=batch_cache_seconds,
+            clock=clock,
+        )
 
     @property
     def online_ratio(self) -> float:
