@@ -25,7 +25,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
@@ -158,6 +158,23 @@ class ResumeState:
     def carried_over(self) -> int:
         """Client IDs already done: the scan will not ask about them again."""
         return self.online + self.offline + self.invalid
+
+    def final_ids(self) -> Iterator[str]:
+        """The client IDs of the repaired file, read again from it, one at a time.
+
+        ``seen`` already holds them all: use that as the scan's dedup set rather than
+        copying these into a second one. Call this before appending to the file.
+        """
+        try:
+            f = open(self.path, "rb", buffering=1024 * 1024)  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with f:
+            for raw in f:
+                if raw.strip():
+                    record = orjson.loads(raw)
+                    if record["status"] in _FINAL:
+                        yield record["client_id"]
 
 
 def prepare_resume(path: str | os.PathLike[str]) -> ResumeState:

@@ -149,6 +149,7 @@ def test_writer_fsync_on_a_pipe_is_harmless() -> None:
 def test_resume_missing_file_is_a_fresh_start(tmp_path: Path) -> None:
     state = prepare_resume(tmp_path / "none.ndjson")
     assert state.carried_over == 0
+    assert list(state.final_ids()) == []
     assert len(state.seen) == 0
     assert not (tmp_path / "none.ndjson").exists()
 
@@ -231,6 +232,7 @@ def test_resume_drops_errors_and_duplicates_atomically(tmp_path: Path) -> None:
     assert state.torn_bytes == 20
     assert "GID_a@@@3" not in state.seen
     assert "GID_a@@@1" in state.seen
+    assert list(state.final_ids()) == ["GID_a@@@2", "GID_a@@@1"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["out.ndjson"]  # no temp file left
     # A second resume finds nothing to do.
