@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 from fleetscan.errors import UsageError
+from fleetscan.limits import BATCH_SIZE, MODES, Mode
 
 __all__ = [
-    "BATCH_SIZE",
     "STALE_BATCH_NOTE",
     "TPS_SHARE_WARNING",
     "Forecast",
-    "Mode",
     "forecast",
     "format_duration",
     "render_forecasts",
 ]
-
-# IDs per BatchQuerySessionByClientIds call (the API's maximum).
-BATCH_SIZE = 10
 
 # Above this share of the instance's TPS spec, the forecast warns.
 TPS_SHARE_WARNING = 0.5
@@ -37,11 +32,6 @@ STALE_BATCH_NOTE = (
     "batch answers come from a server-side cache and may be stale; "
     "single queries (QuerySessionByClientId) are real time"
 )
-
-
-class Mode(StrEnum):
-    SINGLE = "single"
-    BATCH = "batch"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +58,7 @@ class Forecast:
 def forecast(
     ids: int,
     *,
-    mode: Mode | str,
+    mode: Mode,
     qps: float,
     instance_tps: float | None = None,
     price_per_million: float | None = None,
@@ -79,7 +69,8 @@ def forecast(
     >>> (f.calls, f.transactions, f.duration_s, f.tps_share)
     (3, 3, 1.5, 0.4)
     """
-    mode = Mode(mode)
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}")
     if ids < 0:
         raise UsageError(f"the number of IDs cannot be negative ({ids})")
     if not qps > 0 or math.isinf(qps):
@@ -90,7 +81,7 @@ def forecast(
         raise UsageError(
             f"the price per million transactions cannot be negative ({price_per_million})"
         )
-    calls = ids if mode is Mode.SINGLE else -(-ids // BATCH_SIZE)
+    calls = ids if mode == "single" else -(-ids // BATCH_SIZE)
     share = None if instance_tps is None else qps / instance_tps
     warnings: list[str] = []
     if share is not None and share > TPS_SHARE_WARNING:
@@ -135,7 +126,7 @@ def render_forecasts(forecasts: list[Forecast] | tuple[Forecast, ...]) -> str:
     if not forecasts:
         return ""
     rows: list[tuple[str, list[str]]] = [
-        ("mode", [f.mode.value for f in forecasts]),
+        ("mode", [f.mode for f in forecasts]),
         ("unique valid IDs", [f"{f.ids:,}" for f in forecasts]),
         ("API calls", [f"{f.calls:,}" for f in forecasts]),
         ("transactions", [f"{f.transactions:,}" for f in forecasts]),
@@ -154,8 +145,8 @@ def render_forecasts(forecasts: list[Forecast] | tuple[Forecast, ...]) -> str:
         )
         for label, values in rows
     ]
-    notes = [f"warning ({f.mode.value}): {w}" for f in forecasts for w in f.warnings]
-    if any(f.mode is Mode.BATCH for f in forecasts):
+    notes = [f"warning ({f.mode}): {w}" for f in forecasts for w in f.warnings]
+    if any(f.mode == "batch" for f in forecasts):
         notes.append(f"note: {STALE_BATCH_NOTE}")
     notes.append(
         "note: only successful calls count as transactions; this assumes each succeeds once"

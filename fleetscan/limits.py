@@ -1,0 +1,34 @@
+"""The API's limits (onsmqtt-api.md section 2) and the rates fleetscan picks under them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "BATCH_API",
+    "BATCH_SIZE",
+    "DEFAULT_QPS",
+    "IP_SAFE_QPS",
+    "MAX_QPS",
+    "MODES",
+    "SINGLE_API",
+    "Mode",
+    "api_for",
+]
+
+Mode = Literal["single", "batch"]
+MODES: tuple[Mode, ...] = ("single", "batch")
+SINGLE_API = "QuerySessionByClientId"
+BATCH_API = "BatchQuerySessionByClientIds"
+# Client IDs per BatchQuerySessionByClientIds call.
+BATCH_SIZE = 10
+# Calls/s an account may make of each API; over it the server answers SystemOverFlow.
+MAX_QPS: dict[Mode, int] = {"single": 500, "batch": 100}
+# Past this many calls/s of one API from one source IP, Alibaba blocks the IP, so one
+# process defaults to it and says why when asked for more.
+IP_SAFE_QPS = 300
+DEFAULT_QPS: dict[Mode, int] = {"single": IP_SAFE_QPS, "batch": MAX_QPS["batch"]}
+
+
+def api_for(mode: Mode) -> str:
+    return SINGLE_API if mode == "single" else BATCH_API
