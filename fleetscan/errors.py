@@ -143,6 +143,7 @@ _CODE_CLASSES: dict[str, type[ApiError]] = {
     "InvalidVersion": AccountError,
     "InvalidAction.NotFound": AccountError,
     "MissingParameter": AccountError,
+    "InvalidTimeStamp.Format": AccountError,
 }
 
 # Code prefixes, for families such as ``InvalidParameter.ClientId``.
@@ -151,6 +152,10 @@ _PREFIX_CLASSES: tuple[tuple[str, type[ApiError]], ...] = (
     ("InvalidParameter", ClientIdError),
     ("Forbidden.", AccountError),
     ("InvalidAccessKeyId.", AccountError),
+    ("InvalidSecurityToken.", AccountError),
+    # MissingInstanceId, MissingSecurityToken ...: the request is built wrong, every
+    # call will fail alike.
+    ("Missing", AccountError),
 )
 
 
