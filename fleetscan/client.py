@@ -14,7 +14,8 @@ import ipaddress
 import re
 import ssl
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -24,8 +25,13 @@ import orjson
 from yarl import URL
 
 from fleetscan import __version__
-from fleetscan.credentials import Credentials, CredentialsProvider
-from fleetscan.errors import ApiError, TransientError, UsageError, api_error
+from fleetscan.credentials import (
+    Credentials,
+    CredentialsProvider,
+    StaticCredentials,
+    resolve_credentials,
+)
+from fleetscan.errors import ApiError, UsageError, api_error
 from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API
 from fleetscan.signing import (
     EMPTY_SHA256,
@@ -46,6 +52,7 @@ __all__ = [
     "OnsMqttClient",
     "SessionAnswer",
     "check_endpoint",
+    "connect",
     "endpoint_for_region",
     "make_ssl_context",
 ]
@@ -343,10 +350,9 @@ def _statuses(entries: object) -> dict[str, bool]:
 
 
 def _malformed(status: int, why: str) -> ApiError:
-    # Not through api_error: it would classify this unknown code by status (a 200 or
-    # a 4xx as the request's fault), but an unreadable answer says nothing about the
-    # request. errors.py names unreadable bodies as transient.
-    return TransientError(MALFORMED, why, http_status=status)
+    # An unreadable answer says nothing about the request: errors.py maps this code
+    # to a transient error whatever the status.
+    return api_error(MALFORMED, why, http_status=status)
 
 
 def _retry_after(header: str | None) -> float | None:
@@ -456,3 +462,51 @@ def make_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise UsageError(f"cannot load the CA bundle {ca_bundle}: {reason}") from None
     return context
+
+
+# --- one call to build it all ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def connect(
+    *,
+    instance_id: str,
+    credentials: Credentials | CredentialsProvider | None = None,
+    region: str | None = None,
+    endpoint: str | None = None,
+    profile: str | None = None,
+    signature: Literal["v3", "v1"] = "v3",
+    attempt_timeout: float = DEFAULT_TIMEOUT,
+    ca_bundle: str | None = None,
+) -> AsyncIterator[OnsMqttClient]:
+    """An `OnsMqttClient` over one new shared session, closed on exit.
+
+    Without ``credentials`` the chain of `resolve_credentials` finds them (and maybe
+    the region). The endpoint is ``endpoint`` if given, else the region's.
+    """
+    if credentials is None:
+        resolved = await resolve_credentials(profile=profile)
+        provider: CredentialsProvider = resolved.provider
+        region = region or resolved.region
+    elif isinstance(credentials, Credentials):
+        provider = StaticCredentials(credentials)
+    else:
+        provider = credentials
+    if endpoint is None:
+        if not region:
+            raise UsageError(
+                "no region: give --region, set ALIBABA_CLOUD_REGION_ID, or give --endpoint"
+            )
+        endpoint = endpoint_for_region(region)
+    endpoint = check_endpoint(endpoint)
+    # No connection cap here: the scanner's workers bound what is in flight.
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(ca_bundle), limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield OnsMqttClient(
+            session=session,
+            credentials=provider,
+            instance_id=instance_id,
+            endpoint=endpoint,
+            signature=signature,
+            timeout=attempt_timeout,
+        )

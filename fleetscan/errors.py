@@ -14,8 +14,9 @@
         │                     retry once, then treat as AccountError
         ├── ClientIdError     InvalidParameter*, ParameterCheckFailed and other
         │                     request-level 4xx: this ID fails, the scan goes on
-        └── AccountError      credentials, permission, instance, ApiNotSupport: the
-                              whole scan is misconfigured; stop it              (exit 3)
+        └── AccountError      credentials, permission, instance, ApiNotSupport, a
+                              certificate that does not verify: the whole scan
+                              is misconfigured; stop it                         (exit 3)
 
 `api_error` maps a wire answer (HTTP status and the body's ``Code``) to this tree. It
 decides by ``Code`` first: Alibaba moved ``SystemOverFlow`` from 500 to 403 and
@@ -84,6 +85,8 @@ class ApiError(FleetscanError):
         self.http_status = http_status
         self.request_id = request_id
         self.retry_after = retry_after
+        # Attempts the call made before giving up; set by the retry policy.
+        self.attempts = 1
         status = "no response" if http_status is None else f"HTTP {http_status}"
         super().__init__(f"{code} ({status}): {message}")
 
@@ -120,6 +123,12 @@ _CODE_CLASSES: dict[str, type[ApiError]] = {
     "Throttling.Api": ThrottledError,
     "InternalError": TransientError,
     "ServiceUnavailable": TransientError,
+    # fleetscan's own codes for answers that never came or could not be read.
+    "Timeout": TransientError,
+    "ConnectionError": TransientError,
+    "MalformedResponse": TransientError,
+    # A certificate that does not verify will not start verifying on a retry.
+    "TLSError": AccountError,
     "SignatureNonceUsed": ResignError,
     "InvalidTimeStamp.Expired": ResignError,
     "ParameterCheckFailed": ClientIdError,

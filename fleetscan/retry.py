@@ -166,7 +166,7 @@ async def call_with_retry(
         return await once(), 1
     except ApiError as exc:
         if not is_retryable(exc, resigns=1):
-            exc.attempts = 1  # type: ignore[attr-defined]
+            exc.attempts = 1
             raise
         first_failure: ApiError | None = exc
 
@@ -192,6 +192,6 @@ async def call_with_retry(
     try:
         result: T = await retrying(replay_then_attempt)
     except ApiError as exc:
-        exc.attempts = attempts  # type: ignore[attr-defined]
+        exc.attempts = attempts
         raise
     return result, attempts

@@ -641,11 +641,12 @@ async def test_tls_with_an_extra_ca(tmp_path: Path) -> None:
         assert context.check_hostname
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as s:
             assert (await make_client(s, url).query_session(ONLINE)).online
-        # Without the extra CA the certificate is refused, as a TLSError.
+        # Without the extra CA the certificate is refused, as a TLSError that stops
+        # the scan: it will not start verifying on a retry.
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=make_ssl_context(None))
         ) as s:
-            with pytest.raises(TransientError) as caught:
+            with pytest.raises(AccountError) as caught:
                 await make_client(s, url).query_session(ONLINE)
     assert caught.value.code == "TLSError"
     assert fake.seen[0].verified

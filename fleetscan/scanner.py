@@ -1,0 +1,523 @@
+"""The scan: client IDs in, one record per unique ID out, paced under the API's limits.
+
+::
+
+    reader thread ──► dedup + validate ──► work queue ──► N workers ──► emit(record)
+    (blocking I/O)      (event loop)       (bounded)     limiter + retry per attempt
+
+The reader runs in a thread so a slow or never-closing stdin cannot stall the loop,
+and the bounded queue gives backpressure: memory stays flat whatever the input size,
+apart from the dedup set. Concurrency (workers) and rate (the limiter) are separate
+controls; every HTTP attempt, retries included, takes a token from the one limiter.
+
+A stop (SIGINT, SIGTERM, or an account-wide error) stops the reader, lets calls in
+flight finish within a grace period, and drops what was queued but not sent: those IDs
+have no record, so ``--resume`` scans them later and nothing is billed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+from fleetscan.client import DEFAULT_TIMEOUT, OnsMqttClient, connect
+from fleetscan.credentials import Credentials, CredentialsProvider
+from fleetscan.dedup import SeenSet
+from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError, ThrottledError
+from fleetscan.ids import client_id_problem
+from fleetscan.limiter import RateLimiter
+from fleetscan.limits import BATCH_API, BATCH_SIZE, DEFAULT_QPS, SINGLE_API, Mode, api_for
+from fleetscan.records import INVALID_CODE, Record, Status
+from fleetscan.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
+from fleetscan.summary import ScanCounters
+
+__all__ = ["ScanSettings", "Scanner", "default_concurrency", "scan"]
+
+T = TypeVar("T")
+U = TypeVar("U")
+# IDs read ahead of the workers: enough to keep them busy, small enough to stay flat.
+QUEUE_SIZE = 2_000
+DEFAULT_GRACE_SECONDS = 5.0
+# How long a partial batch waits for more IDs before it is sent as it is.
+BATCH_FILL_SECONDS = 0.05
+
+
+def default_concurrency(qps: float) -> int:
+    """Enough calls in flight to hold ``qps`` with up to half a second of latency."""
+    return max(16, int(qps / 2) + 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanSettings:
+    """How to scan. ``qps`` and ``concurrency`` default from the mode."""
+
+    instance_id: str
+    mode: Mode = "single"
+    qps: float | None = None
+    concurrency: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    queue_size: int = QUEUE_SIZE
+
+    @property
+    def rate(self) -> float:
+        return self.qps if self.qps is not None else DEFAULT_QPS[self.mode]
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or default_concurrency(self.rate)
+
+    @property
+    def api(self) -> str:
+        return api_for(self.mode)
+
+
+class Scanner:
+    """Scans client IDs with one shared client and limiter; see the module docstring.
+
+    Usage, from a running event loop::
+
+        scanner = Scanner(client=client, settings=ScanSettings(instance_id="mqtt-cn-x"))
+        outcome = await scanner.run(ids, emit=writer.write)
+        print(scanner.counters.online, scanner.counters.calls_succeeded)
+
+    ``emit`` is called once per unique ID, on the event loop, as results arrive.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: OnsMqttClient,
+        settings: ScanSettings,
+        limiter: RateLimiter | None = None,
+        seen: SeenSet | None = None,
+        counters: ScanCounters | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.limiter = limiter
+        self.seen = seen if seen is not None else SeenSet()
+        self.counters = counters if counters is not None else ScanCounters()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.abort_error: ApiError | None = None
+        self.input_error: BaseException | None = None
+        self.interrupted = False
+        # Set once a stop is asked for: no new ID is taken from the queue.
+        self._stopping = False
+        self._stop_requested: asyncio.Event | None = None
+        self._reader_stop = threading.Event()
+        self._emit: Callable[[Record], None] = lambda record: None
+
+    # --- control ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the scan to stop gracefully (a signal handler calls this)."""
+        self.interrupted = True
+        self._begin_stop()
+
+    def _abort(self, error: ApiError) -> None:
+        if self.abort_error is None:
+            self.abort_error = error
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        self._reader_stop.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    @property
+    def outcome(self) -> str:
+        if self.abort_error is not None:
+            return "aborted"
+        if self.input_error is not None:
+            return "input error"
+        if self.interrupted:
+            return "interrupted"
+        return "completed" if self.counters.errors == 0 else "completed with errors"
+
+    # --- the run ---------------------------------------------------------------------
+
+    async def run(self, client_ids: Iterable[str], *, emit: Callable[[Record], None]) -> str:
+        """Scan ``client_ids`` (read lazily, in a thread); return the outcome."""
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.settings.rate)
+        self._emit = emit
+        self._stop_requested = asyncio.Event()
+        if self._stopping:
+            self._stop_requested.set()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        room = threading.Semaphore(self.settings.queue_size)
+        reader_done = asyncio.Event()
+        workers = self.settings.workers
+
+        def accept(client_id: str) -> None:
+            if self._stopping:
+                room.release()
+                return
+            counters = self.counters
+            counters.read += 1
+            if not self.seen.add(client_id):
+                counters.duplicates += 1
+                room.release()
+                return
+            counters.unique += 1
+            problem = client_id_problem(client_id)
+            if problem is not None:
+                room.release()
+                self._record_invalid(client_id, problem)
+                return
+            queue.put_nowait(client_id)
+
+        def finish(error: BaseException | None) -> None:
+            # A bad line ends the input, not the scan: what was read before it still
+            # gets its records, and --resume carries on once the file is fixed.
+            if error is not None and self.input_error is None:
+                self.input_error = error
+            for _ in range(workers):
+                queue.put_nowait(None)
+            reader_done.set()
+
+        def read() -> None:
+            error: BaseException | None = None
+            try:
+                for client_id in client_ids:
+                    room.acquire()
+                    if self._reader_stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(accept, client_id)
+            except BaseException as exc:  # handed to the loop, raised by the caller
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop may have closed already
+                loop.call_soon_threadsafe(finish, error)
+
+        # A daemon thread: a read blocked on a never-closing stdin must not hold exit.
+        threading.Thread(target=read, name="fleetscan-reader", daemon=True).start()
+        busy: set[asyncio.Task[None]] = set()
+        tasks: list[asyncio.Task[None]]
+        if self.settings.mode == "single":
+            tasks = [
+                asyncio.create_task(
+                    self._worker(queue, self._scan_one, room.release, busy),
+                    name=f"fleetscan-worker-{i}",
+                )
+                for i in range(workers)
+            ]
+        else:
+            batches: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=workers)
+            tasks = [
+                asyncio.create_task(
+                    self._worker(batches, self._scan_batch, _taken, busy),
+                    name=f"fleetscan-worker-{i}",
+                )
+                for i in range(workers)
+            ]
+            tasks.append(
+                asyncio.create_task(self._batcher(queue, batches, room, workers), name="batcher")
+            )
+        stop_wait = asyncio.create_task(self._stop_requested.wait())
+        try:
+            await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            while not all(t.done() for t in tasks) and not stop_wait.done():
+                await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if self._stopping:
+                room.release(self.settings.queue_size + workers)  # wake a blocked reader
+                await self._drain(tasks, busy)
+        finally:
+            stop_wait.cancel()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # a worker's bug: never hide it behind a clean summary
+        if self.input_error is not None:
+            raise self.input_error
+        return self.outcome
+
+    async def _drain(
+        self, tasks: Sequence[asyncio.Task[None]], busy: set[asyncio.Task[None]]
+    ) -> None:
+        """Cancel idle workers at once; give busy ones the grace period, then cancel."""
+        for task in tasks:
+            if task not in busy:
+                task.cancel()
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.grace_seconds)
+
+    # --- workers ---------------------------------------------------------------------
+
+    async def _worker(
+        self,
+        units: asyncio.Queue[U | None],
+        scan_unit: Callable[[U], Awaitable[None]],
+        taken: Callable[[], None],
+        busy: set[asyncio.Task[None]],
+    ) -> None:
+        """Scan units (an ID, or a batch of IDs) until the input ends or a stop."""
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._stopping:
+            unit = await units.get()
+            if unit is None or self._stopping:
+                return
+            taken()
+            busy.add(me)
+            try:
+                await scan_unit(unit)
+            finally:
+                busy.discard(me)
+
+    async def _batcher(
+        self,
+        queue: asyncio.Queue[str | None],
+        batches: asyncio.Queue[list[str] | None],
+        room: threading.Semaphore,
+        workers: int,
+    ) -> None:
+        """Group IDs into batches of up to BATCH_SIZE for the workers.
+
+        One batcher, not every worker grabbing what is there: many idle workers would
+        each take one ID and send batches of one. A partial batch waits at most
+        BATCH_FILL_SECONDS for more input (a slow stdin), then goes as it is.
+        """
+        batch: list[str] = []
+        while not self._stopping:
+            if batch and queue.empty():
+                try:
+                    item = await asyncio.wait_for(queue.get(), BATCH_FILL_SECONDS)
+                except TimeoutError:
+                    await batches.put(batch)
+                    batch = []
+                    continue
+            else:
+                item = await queue.get()
+            if item is None:
+                break
+            room.release()
+            batch.append(item)
+            if len(batch) == BATCH_SIZE:
+                await batches.put(batch)
+                batch = []
+        if batch:
+            await batches.put(batch)
+        for _ in range(workers):
+            await batches.put(None)
+
+    async def _call(self, send: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        async def attempt() -> T:
+            # Checked after the limiter let this attempt through: once a stop is asked
+            # for, nothing new goes on the wire.
+            if self._stopping:
+                raise _Stopped
+            return await send()
+
+        try:
+            result, attempts = await call_with_retry(
+                attempt,
+                policy=self.settings.retry,
+                limiter=self.limiter,
+                on_attempt=self._count_attempt,
+            )
+        except ApiError as exc:
+            self.counters.calls_retried += max(0, exc.attempts - 1)
+            raise
+        self.counters.calls_retried += attempts - 1
+        return result, attempts
+
+    async def _scan_one(self, client_id: str) -> None:
+        try:
+            answer, attempts = await self._call(lambda: self.client.query_session(client_id))
+        except _Stopped:
+            return
+        except (AccountError, ResignError) as exc:
+            self._abort(exc)
+        except ApiError as exc:
+            self._record_error(client_id, exc, SINGLE_API)
+        else:
+            self._record_status(client_id, answer.online, SINGLE_API, answer.request_id, attempts)
+
+    async def _scan_batch(self, batch: list[str], *, repeat: bool = True) -> None:
+        try:
+            answer, attempts = await self._call(lambda: self.client.batch_query_sessions(batch))
+        except _Stopped:
+            return
+        except (AccountError, ResignError) as exc:
+            self._abort(exc)
+            return
+        except ClientIdError as exc:
+            if len(batch) == 1:
+                self._record_error(batch[0], exc, BATCH_API)
+                return
+            # One bad ID refuses the whole batch: halve it until the bad one stands alone.
+            middle = len(batch) // 2
+            await self._scan_batch(batch[:middle])
+            await self._scan_batch(batch[middle:])
+            return
+        except ApiError as exc:
+            for client_id in batch:
+                self._record_error(client_id, exc, BATCH_API)
+            return
+        missing = []
+        for client_id in batch:
+            online = answer.statuses.get(client_id)
+            if online is None:
+                missing.append(client_id)
+            else:
+                self._record_status(client_id, online, BATCH_API, answer.request_id, attempts)
+        if missing and repeat and not self._stopping:
+            await self._scan_batch(missing, repeat=False)
+        elif missing:
+            error = ApiError(
+                "MissingFromResponse",
+                "the batch answer did not include this client ID",
+                http_status=200,
+                request_id=answer.request_id,
+            )
+            for client_id in missing:
+                self._record_error(client_id, error, BATCH_API)
+
+    # --- records ---------------------------------------------------------------------
+
+    def _count_attempt(self, error: BaseException | None) -> None:
+        if isinstance(error, _Stopped):
+            return
+        counters = self.counters
+        counters.calls_sent += 1
+        if error is None:
+            counters.calls_succeeded += 1
+            counters.success_peak.add(self.monotonic())
+        else:
+            counters.calls_failed += 1
+            if isinstance(error, ThrottledError):
+                counters.calls_throttled += 1
+
+    def _record_status(
+        self, client_id: str, online: bool, api: str, request_id: str | None, attempts: int
+    ) -> None:
+        if online:
+            self.counters.online += 1
+        else:
+            self.counters.offline += 1
+        self._emit(
+            Record(
+                client_id=client_id,
+                instance_id=self.settings.instance_id,
+                status=Status.ONLINE if online else Status.OFFLINE,
+                checked_at=self.clock(),
+                api=api,
+                request_id=request_id,
+                attempts=attempts,
+            )
+        )
+
+    def _record_error(self, client_id: str, error: ApiError, api: str) -> None:
+        self.counters.errors += 1
+        self._emit(
+            Record(
+                client_id=client_id,
+                instance_id=self.settings.instance_id,
+                status=Status.ERROR,
+                checked_at=self.clock(),
+                api=api,
+                request_id=error.request_id,
+                attempts=error.attempts,
+                error=error.to_record(),
+            )
+        )
+
+    def _record_invalid(self, client_id: str, problem: str) -> None:
+        self.counters.invalid += 1
+        self._emit(
+            Record(
+                client_id=client_id,
+                instance_id=self.settings.instance_id,
+                status=Status.INVALID,
+                checked_at=self.clock(),
+                error={"code": INVALID_CODE, "message": problem, "http_status": None},
+            )
+        )
+
+
+async def scan(
+    client_ids: Iterable[str],
+    *,
+    instance_id: str,
+    region: str | None = None,
+    endpoint: str | None = None,
+    credentials: Credentials | CredentialsProvider | None = None,
+    profile: str | None = None,
+    mode: Mode = "single",
+    qps: float | None = None,
+    concurrency: int | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    attempt_timeout: float = DEFAULT_TIMEOUT,
+    signature: Literal["v3", "v1"] = "v3",
+    ca_bundle: str | None = None,
+) -> AsyncIterator[Record]:
+    """Scan ``client_ids`` and yield one `Record` per unique ID as answers arrive.
+
+    The library twin of ``fleetscan scan``::
+
+        async for record in scan(ids, instance_id="mqtt-cn-x", region="cn-hangzhou"):
+            print(record.client_id, record.status)
+
+    An account-wide API error raises it (after the records that completed); leaving
+    the loop early stops the scan.
+    """
+    settings = ScanSettings(
+        instance_id=instance_id,
+        mode=mode,
+        qps=qps,
+        concurrency=concurrency,
+        retry=RetryPolicy(max_attempts=max_attempts),
+    )
+    async with connect(
+        instance_id=instance_id,
+        credentials=credentials,
+        region=region,
+        endpoint=endpoint,
+        profile=profile,
+        signature=signature,
+        attempt_timeout=attempt_timeout,
+        ca_bundle=ca_bundle,
+    ) as client:
+        scanner = Scanner(client=client, settings=settings)
+        records: asyncio.Queue[Record | None] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                await scanner.run(client_ids, emit=records.put_nowait)
+            finally:
+                records.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (record := await records.get()) is not None:
+                yield record
+            await task
+        finally:
+            if not task.done():
+                scanner.stop()
+                await asyncio.gather(task, return_exceptions=True)
+        if scanner.abort_error is not None:
+            raise scanner.abort_error
+
+
+def _taken() -> None:
+    """Batch workers release no queue room: the batcher did, ID by ID."""
+
+
+class _Stopped(Exception):
+    """Raised instead of sending once the scan is stopping; the ID keeps no record."""
