@@ -158,7 +158,6 @@ class Scanner:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         room = threading.Semaphore(self.settings.queue_size)
-        reader_done = asyncio.Event()
         workers = self.settings.workers
 
         def accept(client_id: str) -> None:
@@ -186,7 +185,6 @@ class Scanner:
                 self.input_error = error
             for _ in range(workers):
                 queue.put_nowait(None)
-            reader_done.set()
 
         def read() -> None:
             error: BaseException | None = None
@@ -227,8 +225,7 @@ class Scanner:
             )
         stop_wait = asyncio.create_task(self._stop_requested.wait())
         try:
-            await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-            while not all(t.done() for t in tasks) and not stop_wait.done():
+            while not stop_wait.done() and not all(t.done() for t in tasks):
                 await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             if self._stopping:
                 room.release(self.settings.queue_size + workers)  # wake a blocked reader
