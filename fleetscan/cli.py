@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    _configure_logging()
+    _configure_logging(quiet=getattr(args, "quiet", False))
     try:
         code: int = args.handler(args)
     except FleetscanError as exc:
@@ -215,14 +215,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _configure_logging() -> None:
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("fleetscan: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+def _configure_logging(*, quiet: bool) -> None:
+    """fleetscan's messages go to stderr; --quiet keeps only warnings and errors."""
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("fleetscan: %(message)s"))
+        log.addHandler(handler)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it per call)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
 
 
 def checked_qps(mode: Mode, qps: float | None) -> float:
