@@ -36,6 +36,7 @@ from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API
 from fleetscan.signing import (
     EMPTY_SHA256,
     V3_ALGORITHM,
+    V3_SIGNED_HEADERS,
     canonical_query,
     format_timestamp,
     percent_encode,
@@ -69,14 +70,7 @@ MALFORMED: Final = "MalformedResponse"
 
 _USER_AGENT = f"fleetscan/{__version__}"
 # V3 headers fleetscan signs, sorted; with an STS token, that header too.
-_V3_NAMES: tuple[str, ...] = (
-    "host",
-    "x-acs-action",
-    "x-acs-content-sha256",
-    "x-acs-date",
-    "x-acs-signature-nonce",
-    "x-acs-version",
-)
+_V3_NAMES: tuple[str, ...] = V3_SIGNED_HEADERS
 _V3_NAMES_STS = tuple(sorted((*_V3_NAMES, "x-acs-security-token")))
 _V3_SIGNED = ";".join(_V3_NAMES)
 _V3_SIGNED_STS = ";".join(_V3_NAMES_STS)

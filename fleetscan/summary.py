@@ -6,7 +6,6 @@ document; never into the record stream.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,29 +14,9 @@ import orjson
 
 from fleetscan.estimate import TPS_SHARE_WARNING
 from fleetscan.records import rfc3339
+from fleetscan.window import SlidingWindow
 
-__all__ = ["ScanCounters", "ScanSummary", "WindowPeak"]
-
-
-class WindowPeak:
-    """The largest number of events seen in any sliding one-second window."""
-
-    __slots__ = ("_times", "peak", "window")
-
-    def __init__(self, window: float = 1.0) -> None:
-        self.window = window
-        self.peak = 0
-        # Event times (monotonic seconds) within the last window, oldest first.
-        self._times: deque[float] = deque()
-
-    def add(self, now: float) -> None:
-        times = self._times
-        times.append(now)
-        horizon = now - self.window
-        while times[0] <= horizon:
-            times.popleft()
-        if len(times) > self.peak:
-            self.peak = len(times)
+__all__ = ["ScanCounters", "ScanSummary"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -57,7 +36,8 @@ class ScanCounters:
     calls_throttled: int = 0
     calls_retried: int = 0
     calls_failed: int = 0
-    success_peak: WindowPeak = field(default_factory=WindowPeak)
+    # Successful calls in the busiest sliding second: the scan's peak TPS.
+    success_peak: SlidingWindow = field(default_factory=SlidingWindow)
 
     @property
     def done(self) -> int:

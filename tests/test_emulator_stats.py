@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetscan.emulator import EmulatorConfig, FaultRule, Limits
-from fleetscan.emulator.window import SlidingWindow
+from fleetscan.window import SlidingWindow
 
 SINGLE = "QuerySessionByClientId"
 BATCH = "BatchQuerySessionByClientIds"

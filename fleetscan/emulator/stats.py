@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fleetscan.emulator.config import ACTIONS
-from fleetscan.emulator.window import SlidingWindow
+from fleetscan.window import SlidingWindow
 
 __all__ = [
     "UNSUPPORTED",

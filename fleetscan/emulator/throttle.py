@@ -19,7 +19,7 @@ import math
 from fleetscan.emulator.answers import Refusal
 from fleetscan.emulator.config import ACTIONS
 from fleetscan.emulator.control import EmulatorControl, IpBlock
-from fleetscan.emulator.window import SlidingWindow
+from fleetscan.window import SlidingWindow
 
 __all__ = ["IP_BLOCKED", "Throttle"]
 

@@ -1,5 +1,8 @@
 """Exact counts of events in a sliding one-second window.
 
+The emulator counts arrivals with it (its limits and its peaks); the scanner counts
+its successful calls (the peak TPS of the summary).
+
 An event at time ``t`` belongs to every window ``(s, s + 1.0]`` that contains ``t``.
 The most events any such window ever held is the count at some event's own time, so
 updating the peak on each event gives the exact maximum, in O(1) amortized time.
