@@ -12,8 +12,9 @@ first match wins:
 5. The ECS instance metadata service (a RAM role attached to this machine).
 6. ``ALIBABA_CLOUD_CREDENTIALS_URI``.
 
-Temporary credentials from 5 and 6 come wrapped in a `RefreshingCredentials`. No
-message, repr or log line here ever contains a secret or a token.
+Temporary credentials from 5 and 6 are fetched by `fleetscan.credential_fetchers` and
+come wrapped in a `RefreshingCredentials`. No message, repr or log line here ever
+contains a secret or a token.
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ import configparser
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from fleetscan.credential_fetchers import (
+    FetchError,
+    fetch_metadata,
+    fetch_uri,
+    metadata_place,
+    uri_place,
+)
 from fleetscan.errors import CredentialsError
 
 __all__ = [
@@ -55,15 +61,7 @@ REFRESH_MARGIN = timedelta(minutes=5)
 # After a failed refresh, or one that brought credentials inside the margin, wait this
 # long before asking again rather than asking on every call.
 RETRY_INTERVAL = timedelta(minutes=1)
-# Short, so that a machine outside ECS gives up on 100.100.100.200 within a second.
-METADATA_TIMEOUT = aiohttp.ClientTimeout(total=3, connect=1, sock_read=1)
-# The official library's values for a credentials URI.
-URI_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5, sock_read=10)
-# Lifetime asked for the metadata session token (the official library's value).
-METADATA_TOKEN_TTL = 21600
 
-_ROLES_PATH = "/latest/meta-data/ram/security-credentials/"
-_TOKEN_PATH = "/latest/api/token"  # noqa: S105 (a URL path, not a password)
 _SUPPORTED_CLI_MODES = "AK, StsToken, EcsRamRole or CredentialsURI"
 _SUPPORTED_INI_TYPES = "access_key, sts or ecs_ram_role"
 _HOW_TO = (
@@ -153,7 +151,7 @@ class RefreshingCredentials:
         try:
             fresh = await self._fetch()
             if fresh.expiration is not None and fresh.expiration <= now:
-                raise _Failure(self._source, f"credentials expired at {fresh.expiration}")
+                raise FetchError(self._source, f"credentials expired at {fresh.expiration}")
         except CredentialsError as exc:
             if current is None or _expired(current, now):
                 raise
@@ -192,15 +190,6 @@ class ResolvedCredentials:
     provider: CredentialsProvider
     region: str | None
     source: str
-
-
-class _Failure(CredentialsError):
-    """A place that could not give credentials, and why; the ECS step records these."""
-
-    def __init__(self, place: str, problem: str) -> None:
-        self.place = place
-        self.problem = problem
-        super().__init__(f"{place}: {problem}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,7 +427,7 @@ async def _provide(found: _Found, ctx: _Context) -> ResolvedCredentials:
                 f"{found.source} asks for an ECS RAM role, but the metadata service is disabled"
             )
         return await _metadata_provider(ctx, base, found.role, region=found.region)
-    except _Failure as exc:
+    except FetchError as exc:
         # Name the profile that sent us there, not only the service that failed.
         raise CredentialsError(f"{found.source}: {exc}") from None
 
@@ -455,7 +444,7 @@ async def _from_metadata(ctx: _Context, tried: list[str]) -> ResolvedCredentials
     try:
         role = ctx.env.get("ALIBABA_CLOUD_ECS_METADATA") or None
         return await _metadata_provider(ctx, base, role, region=None)
-    except _Failure as exc:
+    except FetchError as exc:
         # Off ECS, or no role attached: the usual case on a laptop, so go on.
         tried.append(f"{exc.place} ({exc.problem})")
         return None
@@ -481,118 +470,23 @@ async def _metadata_provider(
     require_token = ctx.env.get("ALIBABA_CLOUD_IMDSV1_DISABLED", "").lower() == "true"
 
     async def fetch() -> Credentials:
-        return await _fetch_metadata(ctx.session, base, role, require_token=require_token)
+        return await fetch_metadata(ctx.session, base, role, require_token=require_token)
 
-    source = f"ECS metadata at {base}"
+    source = metadata_place(base)
     provider = RefreshingCredentials(fetch, source=source, clock=ctx.clock)
     first = await provider.get()
     return ResolvedCredentials(provider=provider, region=region, source=first.source)
 
 
 async def _uri_provider(ctx: _Context, uri: str, *, region: str | None) -> ResolvedCredentials:
-    place = f"credentials URI {_redacted(uri)}"
-    if urlsplit(uri).scheme not in ("http", "https"):
-        raise _Failure(place, "not an http or https URL")
+    place = uri_place(uri)
 
     async def fetch() -> Credentials:
-        async with _session(ctx.session) as session:
-            status, body = await _call(session, "GET", uri, {}, URI_TIMEOUT, place)
-        if status != 200:
-            raise _Failure(place, f"HTTP {status}")
-        return _temporary(body, place)
+        return await fetch_uri(ctx.session, uri)
 
     provider = RefreshingCredentials(fetch, source=place, clock=ctx.clock)
     await provider.get()
     return ResolvedCredentials(provider=provider, region=region, source=place)
-
-
-async def _fetch_metadata(
-    given: aiohttp.ClientSession | None, base: str, role: str | None, *, require_token: bool
-) -> Credentials:
-    """Token first (IMDSv2 style), then the role name unless known, then its keys."""
-    place = f"ECS metadata at {base}"
-    async with _session(given) as session:
-        ttl = {"X-aliyun-ecs-metadata-token-ttl-seconds": str(METADATA_TOKEN_TTL)}
-        status, token = await _call(
-            session, "PUT", base + _TOKEN_PATH, ttl, METADATA_TIMEOUT, place
-        )
-        headers: dict[str, str] = {}
-        if status == 200 and token.strip():
-            headers["X-aliyun-ecs-metadata-token"] = token.strip()
-        elif require_token:
-            raise _Failure(place, f"HTTP {status} for a session token, and IMDSv1 is disabled")
-        if role is None:
-            status, body = await _call(
-                session, "GET", base + _ROLES_PATH, headers, METADATA_TIMEOUT, place
-            )
-            role = body.strip().splitlines()[0].strip() if status == 200 and body.strip() else None
-            if role is None:
-                raise _Failure(place, f"no RAM role attached to this instance (HTTP {status})")
-        url = base + _ROLES_PATH + quote(role, safe="")
-        status, body = await _call(session, "GET", url, headers, METADATA_TIMEOUT, place)
-    where = f"{place} role {role!r}"
-    if status != 200:
-        raise _Failure(where, f"HTTP {status}")
-    return _temporary(body, where)
-
-
-def _temporary(body: str, where: str) -> Credentials:
-    """Parse ``{"Code":"Success","AccessKeyId",...,"Expiration"}``; errors quote no values."""
-    try:
-        answer: Any = json.loads(body)
-    except json.JSONDecodeError:
-        raise _Failure(where, "the answer is not JSON") from None
-    if not isinstance(answer, dict):
-        raise _Failure(where, "the answer is not a JSON object")
-    code = answer.get("Code")
-    if code != "Success":
-        raise _Failure(where, f"answered Code {str(code)[:60]!r}, not 'Success'")
-    for key in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"):
-        if not isinstance(answer.get(key), str) or not answer[key]:
-            raise _Failure(where, f"the answer has no {key}")
-    try:
-        expiration = datetime.fromisoformat(answer["Expiration"])
-    except ValueError:
-        raise _Failure(where, "Expiration is not an ISO 8601 time") from None
-    if expiration.tzinfo is None:
-        expiration = expiration.replace(tzinfo=UTC)
-    return Credentials(
-        access_key_id=answer["AccessKeyId"],
-        access_key_secret=answer["AccessKeySecret"],
-        security_token=answer["SecurityToken"],
-        expiration=expiration,
-        source=where,
-    )
-
-
-@asynccontextmanager
-async def _session(given: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp.ClientSession]:
-    if given is not None:
-        yield given
-        return
-    # Fetches are hours apart, so a session per fetch costs nothing and leaks nothing.
-    async with aiohttp.ClientSession() as own:
-        yield own
-
-
-async def _call(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    timeouts: aiohttp.ClientTimeout,
-    place: str,
-) -> tuple[int, str]:
-    try:
-        async with session.request(method, url, headers=headers, timeout=timeouts) as response:
-            return response.status, await response.text(errors="replace")
-    except TimeoutError:
-        raise _Failure(place, "unreachable: timed out") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise _Failure(place, f"unreachable: {exc.os_error.strerror or 'cannot connect'}") from None
-    except aiohttp.ClientError as exc:
-        # The class name only: some aiohttp messages quote the URL, query string and all.
-        raise _Failure(place, f"unreachable: {type(exc).__name__}") from None
 
 
 def _read(path: Path, shown: str) -> str | None:
@@ -641,13 +535,3 @@ def _shown(path: Path, home: Path) -> str:
         return f"~/{path.relative_to(home)}"
     except ValueError:
         return str(path)
-
-
-def _redacted(uri: str) -> str:
-    """The URI without user, password, query or fragment, any of which may hold a token."""
-    try:
-        parts = urlsplit(uri)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparseable)"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
