@@ -7,7 +7,8 @@ says ``csv`` or a ``column`` is named. Stdin is read a line at a time as lines
 arrive, so a producer that keeps the pipe open still gets each ID scanned.
 
 Only a malformed *file* raises ``InputError`` (with source and line): bytes that are
-not UTF-8, NUL bytes, a line over ``MAX_LINE_BYTES``, a CSV without the column.
+not UTF-8, NUL bytes, a line over ``MAX_LINE_BYTES``, a CSV without the column (or
+without a header row: a first row that is a client ID).
 An ID that merely is not a valid client ID (spaces inside, too long, ``/``) is
 yielded as is: validation downstream turns it into an ``invalid`` record, so every
 input line is accounted for in the output. Each ID is stripped of surrounding
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
 from fleetscan.errors import InputError
+from fleetscan.ids import client_id_problem
 
 __all__ = [
     "ID_COLUMNS",
@@ -227,4 +229,12 @@ def _id_column(names: list[str], column: str | None, source: str, line: int) -> 
     for name in ID_COLUMNS:
         if name in names:
             return names.index(name)
+    if names and client_id_problem(names[0]) is None:
+        # Taken as a header, this ID would be skipped without a record.
+        raise InputError(
+            f"the first row starts with the client ID {names[0]!r}, not a header: add a "
+            "header row (client_id), or give the file a .txt name",
+            source=source,
+            line=line,
+        )
     return 0
