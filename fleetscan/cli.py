@@ -294,7 +294,18 @@ def _run_estimate(args: argparse.Namespace) -> int:
 
 
 def _stdin() -> BinaryIO:
-    return sys.stdin.buffer
+    """A reader of its own over fd 0, not ``sys.stdin.buffer``.
+
+    The scan reads stdin in a daemon thread that may still be blocked in a read at
+    exit (a pipe that never closes); the interpreter then closes ``sys.stdin`` and
+    aborts ("could not acquire lock ... at interpreter shutdown"). Nothing at exit
+    touches this second reader, and ``closefd=False`` leaves fd 0 to ``sys.stdin``.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an in-memory stream
+        return sys.stdin.buffer
+    return open(fd, "rb", closefd=False)  # lives as long as the process
 
 
 # --- scan --------------------------------------------------------------------------------
