@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fleetscan.client import DEFAULT_TIMEOUT, OnsMqttClient, connect
 from fleetscan.credentials import Credentials, CredentialsProvider
@@ -115,6 +115,9 @@ class Scanner:
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._reader_stop = threading.Event()
+        # Workers with a request on the wire: a stop gives these (only) the grace period.
+        # Those queued on the limiter or backing off have sent nothing to wait for.
+        self._on_wire: set[asyncio.Task[Any]] = set()
         self._emit: Callable[[Record], None] = lambda record: None
 
     # --- control ---------------------------------------------------------------------
@@ -201,12 +204,11 @@ class Scanner:
 
         # A daemon thread: a read blocked on a never-closing stdin must not hold exit.
         threading.Thread(target=read, name="fleetscan-reader", daemon=True).start()
-        busy: set[asyncio.Task[None]] = set()
         tasks: list[asyncio.Task[None]]
         if self.settings.mode == "single":
             tasks = [
                 asyncio.create_task(
-                    self._worker(queue, self._scan_one, room.release, busy),
+                    self._worker(queue, self._scan_one, room.release),
                     name=f"fleetscan-worker-{i}",
                 )
                 for i in range(workers)
@@ -215,7 +217,7 @@ class Scanner:
             batches: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=workers)
             tasks = [
                 asyncio.create_task(
-                    self._worker(batches, self._scan_batch, _taken, busy),
+                    self._worker(batches, self._scan_batch, _taken),
                     name=f"fleetscan-worker-{i}",
                 )
                 for i in range(workers)
@@ -229,7 +231,7 @@ class Scanner:
                 await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             if self._stopping:
                 room.release(self.settings.queue_size + workers)  # wake a blocked reader
-                await self._drain(tasks, busy)
+                await self._drain(tasks)
         finally:
             stop_wait.cancel()
             for task in tasks:
@@ -242,12 +244,11 @@ class Scanner:
             raise self.input_error
         return self.outcome
 
-    async def _drain(
-        self, tasks: Sequence[asyncio.Task[None]], busy: set[asyncio.Task[None]]
-    ) -> None:
-        """Cancel idle workers at once; give busy ones the grace period, then cancel."""
+    async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        """Cancel workers with nothing on the wire at once; give the others the grace
+        period, then cancel them too."""
         for task in tasks:
-            if task not in busy:
+            if task not in self._on_wire:
                 task.cancel()
         pending = [t for t in tasks if not t.done()]
         if pending:
@@ -260,21 +261,14 @@ class Scanner:
         units: asyncio.Queue[U | None],
         scan_unit: Callable[[U], Awaitable[None]],
         taken: Callable[[], None],
-        busy: set[asyncio.Task[None]],
     ) -> None:
         """Scan units (an ID, or a batch of IDs) until the input ends or a stop."""
-        me = asyncio.current_task()
-        assert me is not None
         while not self._stopping:
             unit = await units.get()
             if unit is None or self._stopping:
                 return
             taken()
-            busy.add(me)
-            try:
-                await scan_unit(unit)
-            finally:
-                busy.discard(me)
+            await scan_unit(unit)
 
     async def _batcher(
         self,
@@ -318,7 +312,13 @@ class Scanner:
             # for, nothing new goes on the wire.
             if self._stopping:
                 raise _Stopped
-            return await send()
+            me = asyncio.current_task()
+            assert me is not None
+            self._on_wire.add(me)
+            try:
+                return await send()
+            finally:
+                self._on_wire.discard(me)
 
         try:
             result, attempts = await call_with_retry(
