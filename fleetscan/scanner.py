@@ -46,6 +46,8 @@ QUEUE_SIZE = 2_000
 DEFAULT_GRACE_SECONDS = 5.0
 # How long a partial batch waits for more IDs before it is sent as it is.
 BATCH_FILL_SECONDS = 0.05
+# The longest the other calls wait for the scan's first answer (see Scanner._call).
+WARM_UP_SECONDS = 1.0
 
 
 def default_concurrency(qps: float) -> int:
@@ -118,6 +120,9 @@ class Scanner:
         # Workers with a request on the wire: a stop gives these (only) the grace period.
         # Those queued on the limiter or backing off have sent nothing to wait for.
         self._on_wire: set[asyncio.Task[Any]] = set()
+        # Set once the scan's first attempt has its answer (see _call); _warming: it is out.
+        self._warm = asyncio.Event()
+        self._warming = False
         self._emit: Callable[[Record], None] = lambda record: None
 
     # --- control ---------------------------------------------------------------------
@@ -307,6 +312,19 @@ class Scanner:
             await batches.put(None)
 
     async def _call(self, send: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        # The scan's first attempt goes out alone; the others wait for its answer (up to
+        # WARM_UP_SECONDS) before they take a token. It pays the cold start (a new
+        # connection, code run for the first time: 5-20 ms on loopback), and calls paced
+        # right behind it would reach the server bunched up with it: 301 in its first
+        # second at --qps 300 (benchmarks/bench_rate.py).
+        warm = self._warm
+        first = not warm.is_set() and not self._warming
+        if first:
+            self._warming = True
+        elif not warm.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(warm.wait(), WARM_UP_SECONDS)
+
         async def attempt() -> T:
             # Checked after the limiter let this attempt through: once a stop is asked
             # for, nothing new goes on the wire.
@@ -319,6 +337,7 @@ class Scanner:
                 return await send()
             finally:
                 self._on_wire.discard(me)
+                warm.set()
 
         try:
             result, attempts = await call_with_retry(
@@ -330,6 +349,9 @@ class Scanner:
         except ApiError as exc:
             self.counters.calls_retried += max(0, exc.attempts - 1)
             raise
+        finally:
+            if first:
+                warm.set()  # even when the first call never reached the wire
         self.counters.calls_retried += attempts - 1
         return result, attempts
 
