@@ -292,7 +292,8 @@ class Scanner:
         while not self._stopping:
             if batch and queue.empty():
                 try:
-                    item = await asyncio.wait_for(queue.get(), BATCH_FILL_SECONDS)
+                    async with asyncio.timeout(BATCH_FILL_SECONDS):  # not wait_for: see _call
+                        item = await queue.get()
                 except TimeoutError:
                     await batches.put(batch)
                     batch = []
@@ -322,8 +323,12 @@ class Scanner:
         if first:
             self._warming = True
         elif not warm.is_set():
+            # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancel that
+            # lands as its awaitable completes, so a stop right after the first answer
+            # left every worker to queue on the limiter before it could end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(warm.wait(), WARM_UP_SECONDS)
+                async with asyncio.timeout(WARM_UP_SECONDS):
+                    await warm.wait()
 
         async def attempt() -> T:
             # Checked after the limiter let this attempt through: once a stop is asked

@@ -363,6 +363,28 @@ async def test_a_wrong_secret_stops_at_the_first_answer() -> None:
     assert 1 <= stats.requests <= 5  # of 300: the calls already let through, no more
 
 
+@pytest.mark.parametrize("mode", ["single", "batch"])
+async def test_an_abort_on_the_first_answer_ends_the_scan_at_once(mode: Mode) -> None:
+    """Workers waiting for the first answer must not each wait for a token to stop."""
+    wrong = Credentials(access_key_id=DEFAULT_ACCESS_KEY_ID, access_key_secret="not-it")
+    async with (
+        run_emulator(roomy()) as emu,
+        connect(instance_id=DEFAULT_INSTANCE_ID, credentials=wrong, endpoint=emu.url) as client,
+    ):
+        settings = ScanSettings(
+            instance_id=DEFAULT_INSTANCE_ID, mode=mode, qps=20, concurrency=100, grace_seconds=5
+        )
+        scanner = Scanner(client=client, settings=settings)
+        started = time.monotonic()
+        outcome, records = await run_scan(scanner, ids(1000))
+        elapsed = time.monotonic() - started
+        stats = emu.stats()
+    assert outcome == "aborted"
+    assert records == []
+    assert stats.requests == 1
+    assert elapsed < 1.0
+
+
 # --- batch splitting ---------------------------------------------------------------------
 
 
