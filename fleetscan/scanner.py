@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -489,7 +489,7 @@ async def scan(
     attempt_timeout: float = DEFAULT_TIMEOUT,
     signature: Literal["v3", "v1"] = "v3",
     ca_bundle: str | None = None,
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     """Scan ``client_ids`` and yield one `Record` per unique ID as answers arrive.
 
     The library twin of ``fleetscan scan``::
@@ -497,8 +497,9 @@ async def scan(
         async for record in scan(ids, instance_id="mqtt-cn-x", region="cn-hangzhou"):
             print(record.client_id, record.status)
 
-    An account-wide API error raises it (after the records that completed); leaving
-    the loop early stops the scan.
+    An account-wide API error raises it (after the records that completed); closing
+    the generator early (``contextlib.aclosing``, or letting it be collected) stops
+    the scan.
     """
     settings = ScanSettings(
         instance_id=instance_id,

@@ -538,18 +538,29 @@ async def test_library_scan_raises_the_account_error_after_its_records() -> None
         assert emu.stats().requests <= 3
 
 
-async def test_leaving_the_library_loop_early_stops_the_scan() -> None:
+@pytest.mark.parametrize("closing", ["aclosing", "garbage collection"])
+async def test_leaving_the_library_loop_early_stops_the_scan(closing: str) -> None:
     config = EmulatorConfig(faults=Faults(latency_ms=20))
     async with run_emulator(config) as emu:
         got: list[Record] = []
-        async with aclosing(
-            scan(ids(500), instance_id=DEFAULT_INSTANCE_ID, endpoint=emu.url, credentials=DEMO)
-        ) as records:
+        records = scan(
+            ids(500), instance_id=DEFAULT_INSTANCE_ID, endpoint=emu.url, credentials=DEMO
+        )
+        if closing == "aclosing":
+            async with aclosing(records):
+                async for record in records:
+                    got.append(record)
+                    if len(got) == 5:
+                        break
+            sent = emu.stats().requests
+        else:
             async for record in records:
                 got.append(record)
                 if len(got) == 5:
                     break
-        sent = emu.stats().requests
+            del records  # the loop's finalizer closes it
+            await asyncio.sleep(0.1)
+            sent = emu.stats().requests
         await asyncio.sleep(0.2)
         assert emu.stats().requests == sent  # nothing more goes out
     assert sent < 100
