@@ -18,9 +18,13 @@ most 100/300/499 arrivals in any sliding second of the server's clock.
 
 Adaptive (AIMD): ``on_throttled`` cuts the rate multiplicatively, at most once per
 ``STEP_S`` (a burst of throttled answers in flight is one signal); ``on_success``
-raises it back by a fixed share of ``qps`` per ``STEP_S`` of clean answers. A change
-swaps in a new bucket that starts as full as the old one may be, so it never opens a
-burst; the swap happens in the next ``acquire``, which is where awaiting is possible.
+raises it back by a fixed share of ``qps`` per ``STEP_S`` of clean answers: a whole
+step without a throttled answer, not merely a step since the last cut (counting from
+the cut raised the rate mid-storm, straight back over a shared limit: against 40/s at
+qps 100, 22% of the third second's calls were refused, 15% now, none from the fourth;
+tests/test_reliability_faults.py). A change swaps in a new bucket that starts as full
+as the old one may be, so it never opens a burst; the swap happens in the next
+``acquire``, which is where awaiting is possible.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class RateLimiter:
         "_qps",
         "_raised_at",
         "_rate",
+        "_throttled_at",
     )
 
     def __init__(
@@ -115,8 +120,8 @@ class RateLimiter:
         self._bucket_rate = self._rate
         # Loop time of the last acquisition: bounds the current fill when swapping.
         self._acquired_at: float | None = None
-        # Clock times of the last cut and the last raise of the rate.
-        self._cut_at = self._raised_at = -float("inf")
+        # Clock times of the last cut, the last raise, and the last throttled answer.
+        self._cut_at = self._raised_at = self._throttled_at = -float("inf")
         # One waiter in the bucket at a time, so a new rate takes effect within one old
         # spacing rather than after the whole queue has drained through the old bucket.
         self._lock = asyncio.Lock()
@@ -155,17 +160,19 @@ class RateLimiter:
         if not self._adaptive:
             return
         now = self._clock()
+        self._throttled_at = now
         if now - self._cut_at < STEP_S:
             return  # the same burst of throttled answers, already acted on
         self._rate = max(self._floor, self._rate * DECREASE_FACTOR)
         self._cut_at = now
 
     def on_success(self) -> None:
-        """A clean answer arrived: raise the rate one step, at most once per ``STEP_S``."""
+        """A clean answer arrived: raise the rate one step once ``STEP_S`` has passed
+        since the last raise and the last throttled answer."""
         if self._rate >= self._qps:
             return
         now = self._clock()
-        if now - max(self._cut_at, self._raised_at) < STEP_S:
+        if now - max(self._throttled_at, self._raised_at) < STEP_S:
             return
         self._rate = min(self._qps, self._rate + INCREASE_SHARE * self._qps)
         self._raised_at = now
