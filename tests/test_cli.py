@@ -537,8 +537,8 @@ def test_a_key_revoked_mid_run_exits_3_keeping_only_true_records(
         deadline = time.monotonic() + 10
         while emu.stats().successes < 40 and time.monotonic() < deadline:
             time.sleep(0.005)
-        emu.control.revoke_key(DEFAULT_ACCESS_KEY_ID)
         revoked_at.append(emu.stats().requests)
+        emu.control.revoke_key(DEFAULT_ACCESS_KEY_ID)
 
     watcher = threading.Thread(target=revoke_after_40_answers)
     watcher.start()
@@ -554,7 +554,7 @@ def test_a_key_revoked_mid_run_exits_3_keeping_only_true_records(
     assert {r["client_id"] for r in records} == set(stats.client_id_answers)
     assert 40 <= len(records) < 200
     # After the revocation: the calls already let through, then nothing.
-    assert 1 <= stats.requests - revoked_at[0] <= 5
+    assert 1 <= stats.requests - revoked_at[0] <= 6
 
 
 # --- the output stream, progress and quiet ------------------------------------------------

@@ -250,7 +250,7 @@ async def test_no_sliding_second_holds_more_than_qps(mode: Mode, qps: int, count
     assert seen.max_requests_1s >= qps - 2
     assert (calls - 1) / qps - 0.05 <= elapsed <= calls / qps * 1.05 + 0.3
     # The scan's own peak TPS is the emulator's busiest second of successes.
-    assert abs(scanner.counters.success_peak.peak - seen.max_successes_1s) <= 1
+    assert abs(scanner.counters.success_peak.peak - seen.max_successes_1s) <= 2
 
 
 # --- retries ----------------------------------------------------------------------------
