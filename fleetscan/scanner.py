@@ -120,9 +120,10 @@ class Scanner:
         # Workers with a request on the wire: a stop gives these (only) the grace period.
         # Those queued on the limiter or backing off have sent nothing to wait for.
         self._on_wire: set[asyncio.Task[Any]] = set()
-        # Set once the scan's first attempt has its answer (see _call); _warming: it is out.
-        self._warm = asyncio.Event()
-        self._warming = False
+        # True once the scan's first attempt has its answer (see _call); until then the
+        # first call holds the gate and the others queue on it.
+        self._warm = False
+        self._warm_gate = asyncio.Lock()
         self._emit: Callable[[Record], None] = lambda record: None
 
     # --- control ---------------------------------------------------------------------
@@ -317,18 +318,19 @@ class Scanner:
         # WARM_UP_SECONDS) before they take a token. It pays the cold start (a new
         # connection, code run for the first time: 5-20 ms on loopback), and calls paced
         # right behind it would reach the server bunched up with it: 301 in its first
-        # second at --qps 300 (benchmarks/bench_rate.py).
-        warm = self._warm
-        first = not warm.is_set() and not self._warming
-        if first:
-            self._warming = True
-        elif not warm.is_set():
-            # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancel that
-            # lands as its awaitable completes, so a stop right after the first answer
-            # left every worker to queue on the limiter before it could end.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WARM_UP_SECONDS):
-                    await warm.wait()
+        # second at --qps 300 (benchmarks/bench_rate.py). The others then pass the gate
+        # one per loop iteration (a Lock wakes one waiter per release): an Event woke
+        # them all in one iteration, and that herd of hundreds of workers held up the
+        # sends of the first tokens by ~6 ms: 502 in a second at --qps 500.
+        first = False
+        if not self._warm:
+            if self._warm_gate.locked():
+                async with self._warm_gate:
+                    pass
+            else:
+                await self._warm_gate.acquire()  # not locked: returns at once
+                first = True
+                asyncio.get_running_loop().call_later(WARM_UP_SECONDS, self._warmed)
 
         async def attempt() -> T:
             # Checked after the limiter let this attempt through: once a stop is asked
@@ -342,7 +344,7 @@ class Scanner:
                 return await send()
             finally:
                 self._on_wire.discard(me)
-                warm.set()
+                self._warmed()
 
         try:
             result, attempts = await call_with_retry(
@@ -356,9 +358,15 @@ class Scanner:
             raise
         finally:
             if first:
-                warm.set()  # even when the first call never reached the wire
+                self._warmed()  # even when the first call never reached the wire
         self.counters.calls_retried += attempts - 1
         return result, attempts
+
+    def _warmed(self) -> None:
+        """The first answer is in (or was too slow to wait for): open the gate."""
+        if not self._warm:
+            self._warm = True
+            self._warm_gate.release()
 
     async def _scan_one(self, client_id: str) -> None:
         try:
