@@ -67,6 +67,10 @@ MAX_BODY_BYTES = 1 << 20
 # Throttled answers may say how long to back off, in milliseconds.
 RETRY_AFTER_HEADER = "x-acs-retry-after"
 MALFORMED: Final = "MalformedResponse"
+# What stands in an error message for a secret or token the server quoted back.
+REDACTED: Final = "<redacted>"
+# How much of an unreadable body is searched for secrets before a snippet is shown.
+_REDACT_WINDOW = 16 * 1024
 
 _USER_AGENT = f"fleetscan/{__version__}"
 # V3 headers fleetscan signs, sorted; with an STS token, that header too.
@@ -236,7 +240,8 @@ class OnsMqttClient:
             # from None: aiohttp's messages and reprs can show the URL, which holds the
             # STS token under V1.
             raise _no_answer(exc, self._timeout_s) from None
-        return _answer(status, body, retry_after, field)
+        secrets = (credentials.security_token, credentials.access_key_secret)
+        return _answer(status, body, retry_after, field, secrets=secrets)
 
     def _timestamp(self) -> str:
         now = self._clock()
@@ -304,8 +309,20 @@ def _too_large(response: aiohttp.ClientResponse, status: int) -> ApiError:
     return _malformed(status, f"the answer is larger than {MAX_BODY_BYTES} bytes")
 
 
-def _answer(status: int, body: bytes, retry_after: str | None, field: str) -> dict[str, Any]:
-    """A success answer's JSON object (it holds ``field``); else raise its ApiError."""
+def _answer(
+    status: int,
+    body: bytes,
+    retry_after: str | None,
+    field: str,
+    *,
+    secrets: Sequence[str | None] = (),
+) -> dict[str, Any]:
+    """A success answer's JSON object (it holds ``field``); else raise its ApiError.
+
+    An error answer may quote the request back (Alibaba's SignatureDoesNotMatch gives
+    the V1 string to sign, which holds the STS token; some proxies echo the URL), so
+    ``secrets`` are cut out of every message taken from it.
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -314,16 +331,18 @@ def _answer(status: int, body: bytes, retry_after: str | None, field: str) -> di
         data = None
     elif status == 200 and field in data:
         return data
+    redact = _redactor(secrets)
     code = data.get("Code") if data is not None else None
     if isinstance(code, str) and code:
+        message = _text(data.get("Message")) if data else None
         raise api_error(
             code,
-            _text(data.get("Message")) if data else None,
+            redact(message) if message else None,
             http_status=status,
             request_id=_text(data.get("RequestId")) if data else None,
             retry_after=_retry_after(retry_after),
         )
-    what = _describe(body) if data is None else f"a JSON object without Code or {field}"
+    what = _describe(body, redact) if data is None else f"a JSON object without Code or {field}"
     if status >= 500 or status in (408, 429):
         # A gateway's own error page: its status says enough (503: retry, 429: slow down).
         raise api_error(None, what, http_status=status, retry_after=_retry_after(retry_after))
@@ -368,12 +387,29 @@ def _kind(value: object) -> str:
     return "missing" if value is None else type(value).__name__
 
 
-def _describe(body: bytes) -> str:
+def _describe(body: bytes, redact: Callable[[str], str]) -> str:
     if not body.strip():
         return "an empty body"
-    snippet = body[:80].decode("utf-8", "replace")
+    # Redacted before it is cut short, so no part of a secret is left at the cut.
+    snippet = redact(body[:_REDACT_WINDOW].decode("utf-8", "replace"))[:80]
     snippet = "".join(c if c.isprintable() else " " for c in snippet)
     return f"an unreadable body of {len(body)} bytes: {snippet!r}"
+
+
+def _redactor(secrets: Sequence[str | None]) -> Callable[[str], str]:
+    """Replaces each secret, as is or percent-encoded once or twice, in any case."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            once = percent_encode(secret)
+            forms.update((secret, once, percent_encode(once)))
+    if not forms:
+        return lambda text: text
+    # Longest first, so a form is never half-replaced by a shorter one inside it.
+    pattern = re.compile(
+        "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE
+    )
+    return lambda text: pattern.sub(REDACTED, text)
 
 
 def _no_answer(exc: BaseException, timeout: float) -> ApiError:
