@@ -433,6 +433,29 @@ def test_exit_1_when_an_id_ends_in_error(
     assert "completed with errors" in run.err
 
 
+def test_resume_retries_the_error_records_and_nothing_else(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(30)
+    failing = valid[10:13]
+    for cid in failing:
+        emu.control.add_rule(FaultRule(code="ServiceUnavailable", client_id=cid, times=1))
+    inputs = id_file(tmp_path, valid)
+    output = tmp_path / "out.ndjson"
+    first = cli(capsysbinary, *target(emu, inputs), "--max-attempts", "1", "-o", str(output))
+    assert first.code == 1
+    errors = [r["client_id"] for r in parse_records(output.read_bytes()) if r["error"]]
+    assert sorted(errors) == sorted(failing)
+    again = cli(capsysbinary, *target(emu, inputs), "--resume", "-o", str(output))
+    assert again.code == 0, again.err
+    final = by_id(parse_records(output.read_bytes()))
+    assert set(final) == set(valid)
+    assert_true(emu, list(final.values()))
+    queries = emu.stats().client_id_queries
+    assert {cid for cid, n in queries.items() if n > 1} == set(failing)
+    assert all(queries[cid] == 2 for cid in failing)
+
+
 def test_exit_1_for_the_one_id_a_batch_was_refused_for(
     capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
 ) -> None:
@@ -776,6 +799,14 @@ def test_sigterm_then_resume_ends_with_each_id_exactly_once(tmp_path: Path) -> N
     resumed = orjson.loads(summary_file.read_bytes())
     assert resumed["outcome"] == "completed"
     assert resumed["ids_resumed"] == len(done)
+    # The IDs already done are skipped as they are read, like duplicates.
+    assert resumed["ids_duplicate"] == len(done)
+    assert resumed["ids_unique"] == len(final) - len(done)
+    assert (
+        resumed["calls_sent"]
+        == resumed["billable_transactions"]
+        == len(valid) - len([r for r in done.values() if r["status"] != "invalid"])
+    )
     assert resumed["ids_online"] + resumed["ids_offline"] + resumed["ids_invalid"] == len(
         final
     ) - len(done)
