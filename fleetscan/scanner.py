@@ -293,7 +293,9 @@ class Scanner:
         while not self._stopping:
             if batch and queue.empty():
                 try:
-                    async with asyncio.timeout(BATCH_FILL_SECONDS):  # not wait_for: see _call
+                    # Not wait_for: on 3.11 it swallows a cancel that lands as the get
+                    # completes, and a stopped batcher would then block on a full queue.
+                    async with asyncio.timeout(BATCH_FILL_SECONDS):
                         item = await queue.get()
                 except TimeoutError:
                     await batches.put(batch)
