@@ -12,6 +12,17 @@ first imports aiohttp and fleetscan so the baseline is what a real run carries:
   (``SeenSet``), forecast both modes.
 
 Peak RSS is ``ru_maxrss`` of the child; bytes/ID is (peak - baseline) / N.
+
+For the suite (``benchmarks/run.py``), `run` measures the real commands, each in a
+fresh process whose peak RSS the parent reads with ``os.wait4``:
+
+- ``fleetscan estimate`` over a file of N IDs (10 million; dedup and validation included);
+- ``fleetscan scan`` of 20,000 and 200,000 IDs against an emulator in another process,
+  writing records to a file. The CLI refuses more than 500 calls/s, which would make
+  200,000 IDs a seven-minute scan; the child runs ``cli.main`` with that one check
+  lifted (``--qps 1000000 --concurrency 251``, the default at 500/s), nothing else.
+  The growth between the two scans is set against the growth of a bare `SeenSet`
+  between the same sizes (the ``seenset`` child above).
 """
 
 from __future__ import annotations
@@ -24,9 +35,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from emulator_process import INSTANCE_ID, EmulatorProcess, child_env
+from figures import Figure
+from fleet_ids import write_ids
+
 ROOT = Path(__file__).resolve().parent.parent
+# The default --concurrency at --qps 500: the most workers (and connections) the CLI runs.
+SCAN_CONCURRENCY = 251
+ESTIMATE_TARGET_MIB = 256
+# Allocator and page granularity: RSS of two runs of the same work differs by this much.
+RSS_NOISE_MIB = 2.0
 
 
 def _client_id(i: int) -> str:
@@ -93,7 +114,131 @@ def _report(kind: str, n: int, r: dict[str, float]) -> None:
     )
 
 
+# --- the suite's figures: the real commands ---------------------------------------------
+
+
+def peak_rss(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 3600
+) -> tuple[int, float, float]:
+    """Run ``args``; its exit code, peak RSS (MiB) and wall seconds, from ``os.wait4``."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if process.returncode not in (0, 1):
+            err.seek(0)
+            raise RuntimeError(f"{args[2:5]} exited {process.returncode}: {err.read()[-2000:]!r}")
+    return process.returncode, usage.ru_maxrss / 1024, seconds
+
+
+def estimate_peak(path: Path) -> tuple[float, float]:
+    """Peak RSS (MiB) and seconds of ``fleetscan estimate PATH``."""
+    args = [sys.executable, "-m", "fleetscan", "estimate", str(path)]
+    _, peak, seconds = peak_rss(args, env=child_env())
+    return peak, seconds
+
+
+def scan_peak(path: Path, url: str, folder: Path) -> tuple[float, float]:
+    """Peak RSS (MiB) and seconds of ``fleetscan scan PATH`` against the emulator at ``url``."""
+    out = folder / "scan.ndjson"
+    argv = ["scan", "--endpoint", url, "--instance-id", INSTANCE_ID, "--quiet"]
+    argv += ["--qps", "1000000", "--concurrency", str(SCAN_CONCURRENCY), "-o", str(out), str(path)]
+    _, peak, seconds = peak_rss(
+        [sys.executable, __file__, "--scan-child", *argv], env=child_env(credentials=True)
+    )
+    records, ids = _lines(out), _lines(path)
+    out.unlink()
+    if records != ids:
+        raise RuntimeError(f"the scan of {ids} IDs wrote {records} records, not one per ID")
+    return peak, seconds
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def _scan_child(argv: list[str]) -> None:
+    sys.path.insert(0, str(ROOT))
+    from fleetscan import cli
+
+    # The one change to the command: its 500 calls/s ceiling (the API's) is lifted.
+    cli.checked_qps = lambda mode, qps: float(qps) if qps else 300.0
+    raise SystemExit(cli.main(argv))
+
+
+def run(
+    *,
+    estimate_ids: int = 10_000_000,
+    scan_ids: tuple[int, int] = (20_000, 200_000),
+    folder: Path | None = None,
+    big_input: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[Figure]:
+    """The suite's memory figures."""
+    say = log or (lambda message: None)
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="fleetscan-bench-mem-", dir=folder) as tmp:
+        scratch = Path(tmp)
+        if big_input is None:
+            say(f"memory: writing {estimate_ids:,} IDs")
+            big_input = write_ids(scratch / "estimate.txt", estimate_ids)
+        say(f"memory: fleetscan estimate over {estimate_ids:,} IDs")
+        peak, seconds = estimate_peak(big_input)
+        base, _ = estimate_peak(write_ids(scratch / "one.txt", 1))
+        figures.append(
+            Figure(
+                name=f"memory: peak RSS of estimate, {estimate_ids:,} IDs",
+                target=f"<= {ESTIMATE_TARGET_MIB} MB",
+                measured=f"{peak:.0f} MiB ({base:.0f} MiB for 1 ID; "
+                f"{(peak - base) * 2**20 / estimate_ids:.1f} B/ID; {seconds:.0f} s)",
+                passed=peak * 2**20 <= ESTIMATE_TARGET_MIB * 10**6,
+                data={"peak_mib": peak, "one_id_mib": base, "seconds": seconds},
+            )
+        )
+        small, large = scan_ids
+        peaks = {}
+        with EmulatorProcess("--qps-single", "100000", "--ip-limit", "0") as emu:
+            for n in scan_ids:
+                say(f"memory: fleetscan scan of {n:,} IDs")
+                path = write_ids(scratch / f"scan-{n}.txt", n)
+                peaks[n] = scan_peak(path, emu.url, scratch)
+                path.unlink()
+        dedup = {n: _run("seenset", n) for n in scan_ids}
+        dedup_growth = dedup[large]["peak_mib"] - dedup[small]["peak_mib"]
+        growth = peaks[large][0] - peaks[small][0]
+        figures.append(
+            Figure(
+                name=f"memory: peak RSS of scan, {small:,} -> {large:,} IDs",
+                target=f"growth <= dedup set's (+{RSS_NOISE_MIB:g} MiB noise)",
+                measured=f"{peaks[small][0]:.0f} -> {peaks[large][0]:.0f} MiB: +{growth:.1f} MiB; "
+                f"dedup set alone +{dedup_growth:.1f} MiB ({peaks[large][1]:.0f} s)",
+                passed=growth <= dedup_growth + RSS_NOISE_MIB,
+                data={
+                    "scan_peak_mib": {str(n): p[0] for n, p in peaks.items()},
+                    "scan_seconds": {str(n): p[1] for n, p in peaks.items()},
+                    "dedup_peak_mib": {str(n): d["peak_mib"] for n, d in dedup.items()},
+                },
+            )
+        )
+    return figures
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--scan-child"]:
+        _scan_child(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[1_000_000, 10_000_000])
     parser.add_argument("--set-max", type=int, default=1_000_000)

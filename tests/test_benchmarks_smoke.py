@@ -1,0 +1,122 @@
+"""The benchmark suite runs, at tiny sizes, so it does not rot.
+
+Each benchmark runs as the README documents it (``python benchmarks/run.py --smoke
+--only NAME``), in a child process. Timings and pass/fail verdicts are not asserted:
+at these sizes they mean nothing. What is asserted is that every figure is produced
+from real work (calls answered, records written, peaks read), that the suite talks
+to its own emulators, and that it leaves no process and no file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "benchmarks" / "run.py"
+
+pytestmark = pytest.mark.slow
+
+
+def run_suite(only: str, tmp_path: Path) -> tuple[dict[str, Any], str]:
+    """Run ``benchmarks/run.py --smoke --only ONLY`` with a private temp dir."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "figures.json"
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}  # loopback only
+    env["TMPDIR"] = str(scratch)
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--smoke", "--only", only, "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: a target missed, at smoke size
+    assert_nothing_left(scratch)
+    document: dict[str, Any] = json.loads(out.read_text())
+    assert document["suite"] == "smoke"
+    # The table is printed: a header line, then a row per figure with its verdict.
+    assert "figure" in done.stdout
+    assert "target" in done.stdout
+    for figure in document["figures"]:
+        assert figure["name"] in done.stdout
+        assert figure["verdict"] in ("pass", "FAIL", "-")
+    return document, done.stdout
+
+
+def assert_nothing_left(scratch: Path) -> None:
+    """No temp file, and no process (an emulator, a scan) still running with our TMPDIR."""
+    assert list(scratch.iterdir()) == []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    marker = f"TMPDIR={scratch}".encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        assert marker not in environ.split(b"\0"), f"process {entry.name} left running"
+
+
+def by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["name"]: f for f in document["figures"]}
+
+
+def test_rate_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("rate", tmp_path)
+    figures = by_name(document)
+    for case in ("single 300/s", "single 500/s", "batch 100/s"):
+        achieved = figures[f"rate {case}: achieved calls/s"]
+        assert figures[f"rate {case}: max calls in a 1 s window"]["data"]["max_window"] > 0
+        assert f"rate {case}: throttled answers" in figures
+        (scan,) = achieved["data"]["runs"]
+        # The emulator counted the command's calls, and the scan went through.
+        assert scan["calls"] > 0
+        assert scan["duration_seconds"] > 0
+        assert scan["outcome"] in ("completed", "completed with errors", "aborted")
+
+
+def test_cost_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("cost", tmp_path)
+    figures = by_name(document)
+    for protocol in ("https", "http"):
+        for client in ("fleetscan", "client-only", "sdk-async", "sdk-sync"):
+            figure = figures[f"cost {protocol} {client}: calls/s on one core (1 / CPU per call)"]
+            (measured,) = figure["data"]["runs"]
+            # Every call was answered: the clients really talked to the emulator.
+            assert measured["calls"] > 0
+            assert measured["ok"] == measured["calls"]
+            assert measured["cpu"] > 0
+        for baseline in ("sdk-async", "sdk-sync"):
+            ratio = figures[f"cost {protocol}: fleetscan / {baseline}, calls per CPU-second"]
+            assert ratio["data"]["ratio"] > 0
+
+
+def test_memory_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("memory", tmp_path)
+    figures = by_name(document)
+    estimate = figures["memory: peak RSS of estimate, 20,000 IDs"]["data"]
+    assert estimate["peak_mib"] >= estimate["one_id_mib"] > 0
+    scan = figures["memory: peak RSS of scan, 200 -> 2,000 IDs"]["data"]
+    assert set(scan["scan_peak_mib"]) == {"200", "2000"}
+    assert all(peak > 0 for peak in scan["scan_peak_mib"].values())
+
+
+def test_first_record_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("first", tmp_path)
+    (figure,) = document["figures"]
+    assert figure["name"] == "first record: 20,000 IDs in the input"
+    assert len(figure["data"]["seconds"]) == len(figure["data"]["small_seconds"]) == 1
+    assert all(s > 0 for s in figure["data"]["seconds"])
