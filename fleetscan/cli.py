@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -444,6 +445,12 @@ class _ScanRun:
             background = [asyncio.create_task(_flush_every(writer))]
             if show:
                 background.append(asyncio.create_task(progress.run()))
+            # Everything built so far lives for the whole scan: out of the collector's
+            # sight, a full collection walks only what the scan creates. Walking the
+            # imports as well paused the loop for ~28 ms, long enough to send a paced
+            # call late and bunched with the next: 101 in a second at --qps 100 (batch).
+            gc.collect()
+            gc.freeze()
             with _stop_on_signals(loop, scanner.stop):
                 try:
                     await scanner.run(client_ids, emit=writer.write)
