@@ -5,7 +5,10 @@
 Each case starts an emulator in its own process with the account limit set to the
 rate asked for, answers 30-50 ms late (``--latency-ms 30 --jitter-ms 20``), and runs
 the real command, ``python -m fleetscan scan --endpoint ... --qps N``, over enough IDs
-to last ``--seconds``. Measured:
+to last ``--seconds``. The emulator stamps a request when its handler starts, so its
+own pauses would count requests that waited in the socket as bunched: it runs with
+the cyclic garbage collector off (``EmulatorProcess(gc_off=True)``), the client as
+users run it. Measured:
 
 - achieved calls/s: the emulator's request count over the span from the first to the
   last answer (the records' ``checked_at``), and its ratio to ``--qps``; the whole
@@ -80,6 +83,7 @@ class RateRun:
     throttled: int
     client_throttled: int
     outcome: str
+    emulator_rss_mib: float | None
 
     def rate(self) -> float:
         """Calls per second between the first and the last answer."""
@@ -95,7 +99,7 @@ def run_case(case: RateCase, seconds: float, folder: Path) -> RateRun:
     n_ids = math.ceil(case.qps * seconds) * case.ids_per_call
     ids = write_ids(folder / f"{case.name}.txt", n_ids)
     out, summary = folder / f"{case.name}.ndjson", folder / f"{case.name}.summary.json"
-    with EmulatorProcess(*case.emulator_flags, *LATENCY) as emu:
+    with EmulatorProcess(*case.emulator_flags, *LATENCY, gc_off=True) as emu:
         args = [
             sys.executable,
             "-m",
@@ -125,6 +129,7 @@ def run_case(case: RateCase, seconds: float, folder: Path) -> RateRun:
             stdout=subprocess.DEVNULL,
         )
         stats = emu.stats()
+        emulator_rss = emu.rss_mib()
     report: dict[str, Any] = json.loads(summary.read_text())
     counters = stats["actions"][case.api]
     first, last = _answer_span(out)
@@ -138,6 +143,7 @@ def run_case(case: RateCase, seconds: float, folder: Path) -> RateRun:
         throttled=counters["throttled"] + counters["blocked"],
         client_throttled=report["calls_throttled"],
         outcome=report["outcome"],
+        emulator_rss_mib=emulator_rss,
     )
 
 
@@ -201,6 +207,7 @@ def _as_dict(r: RateRun) -> dict[str, Any]:
         "throttled": r.throttled,
         "client_throttled": r.client_throttled,
         "outcome": r.outcome,
+        "emulator_rss_mib": r.emulator_rss_mib,
     }
 
 

@@ -45,6 +45,15 @@ _SCRUBBED = (
 )
 
 
+# The emulator with the cyclic garbage collector off (after a last collection): its
+# pauses would stamp requests that waited in the socket late and bunched, and count
+# them in one second (the instrument's jitter, not the client's).
+_GC_OFF = (
+    "import gc, sys; from fleetscan.cli import main; gc.collect(); gc.freeze(); gc.disable(); "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
 def child_env(*, credentials: bool = False) -> dict[str, str]:
     """The environment for a child: this checkout first, no proxies, no real keys.
 
@@ -68,9 +77,10 @@ def child_env(*, credentials: bool = False) -> dict[str, str]:
 class EmulatorProcess:
     """``fleetscan emulator`` with ``flags``, in a child process, for one ``with`` block."""
 
-    def __init__(self, *flags: str, tls: bool = False) -> None:
+    def __init__(self, *flags: str, tls: bool = False, gc_off: bool = False) -> None:
         self.flags = flags
         self.tls = tls
+        self.gc_off = gc_off
         self.url = ""
         self.port = 0
         self.ca_file: str | None = None
@@ -85,7 +95,10 @@ class EmulatorProcess:
 
     def __enter__(self) -> Self:
         self._scratch = tempfile.TemporaryDirectory(prefix="fleetscan-bench-emu-")
-        args = [sys.executable, "-m", "fleetscan", "emulator", "--host", "127.0.0.1", "--port", "0"]
+        command = ["-m", "fleetscan"]
+        if self.gc_off:
+            command = ["-c", _GC_OFF]
+        args = [sys.executable, *command, "emulator", "--host", "127.0.0.1", "--port", "0"]
         if self.tls:
             args += ["--tls", "--tls-dir", self._scratch.name]
         args += list(self.flags)
@@ -162,6 +175,17 @@ class EmulatorProcess:
     def reset(self) -> None:
         """Zero its counters."""
         self._request("_emulator/reset", method="POST")
+
+    def rss_mib(self) -> float | None:
+        """The emulator's resident memory now (Linux; None elsewhere)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return None
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU the emulator has used so far (Linux; None elsewhere)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import bench_cost
 import bench_first_record
+import bench_hot_path
 import bench_memory
 import bench_rate
 from figures import Figure, render
@@ -102,6 +103,9 @@ def run_suite(
             )
         if "cost" in only:
             figures += bench_cost.run(calls=sizes.cost_calls, repeat=sizes.cost_repeat, log=log)
+            if log:
+                log("cost: fleetscan's hot path without the network")
+            figures += bench_hot_path.run()
         if "memory" in only:
             figures += bench_memory.run(
                 estimate_ids=sizes.big_ids,

@@ -102,6 +102,9 @@ def test_cost_benchmark(tmp_path: Path) -> None:
         for baseline in ("sdk-async", "sdk-sync"):
             ratio = figures[f"cost {protocol}: fleetscan / {baseline}, calls per CPU-second"]
             assert ratio["data"]["ratio"] > 0
+    hot_path = [f for name, f in figures.items() if name.startswith("hot path: ")]
+    assert len(hot_path) == 5
+    assert all(f["data"]["us"] > 0 for f in hot_path)
 
 
 def test_memory_benchmark(tmp_path: Path) -> None:
