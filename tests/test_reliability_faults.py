@@ -680,3 +680,25 @@ def test_what_a_proxy_answers_is_classified_recorded_and_never_a_crash(
         assert by_id[cid]["online"] is (sum(cid.encode()) % 2 == 0)
     assert summary["ids_error"] == len(PROXY)
     assert summary["outcome"] == "completed with errors"
+
+
+def _answers(limiter: RateLimiter, now: list[float], *, seconds: int, every: int) -> None:
+    """300 answers a second on a fake clock, every ``every``-th of them throttled."""
+    for i in range(seconds * 300):
+        now[0] = i / 300
+        if i % every == every - 1:
+            limiter.on_throttled()
+        else:
+            limiter.on_success()
+
+
+def test_odd_throttled_answers_are_noise_and_a_storm_is_not() -> None:
+    now = [0.0]
+    # 5% of answers refused at random (the fault mix above): not a limit to back off from.
+    noisy = RateLimiter(300, clock=lambda: now[0])
+    _answers(noisy, now, seconds=10, every=20)
+    assert noisy.current_rate == 300
+    # A quarter refused: a limit; cut once a step, down towards the floor.
+    stormy = RateLimiter(300, clock=lambda: now[0])
+    _answers(stormy, now, seconds=3, every=4)
+    assert stormy.current_rate == pytest.approx(300 * 0.7**3)
