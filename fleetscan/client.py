@@ -49,6 +49,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_TIMEOUT",
     "MAX_BODY_BYTES",
+    "TIMEOUT_CODE",
     "BatchAnswer",
     "OnsMqttClient",
     "SessionAnswer",
@@ -67,6 +68,9 @@ MAX_BODY_BYTES = 1 << 20
 # Throttled answers may say how long to back off, in milliseconds.
 RETRY_AFTER_HEADER = "x-acs-retry-after"
 MALFORMED: Final = "MalformedResponse"
+# An attempt with no complete answer in time. The server may still have answered, and
+# billed, it: the summary counts these apart.
+TIMEOUT_CODE: Final = "Timeout"
 # What stands in an error message for a secret or token the server quoted back.
 REDACTED: Final = "<redacted>"
 # How much of an unreadable body is searched for secrets before a snippet is shown.
@@ -418,7 +422,7 @@ def _no_answer(exc: BaseException, timeout: float) -> ApiError:
     Messages are built here, never copied whole: some aiohttp messages hold the URL.
     """
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it
-        code, message = "Timeout", f"no complete answer within {timeout:g} s"
+        code, message = TIMEOUT_CODE, f"no complete answer within {timeout:g} s"
     elif isinstance(exc, aiohttp.ClientSSLError):
         code, message = "TLSError", f"TLS failed: {exc}"
     elif isinstance(exc, aiohttp.ClientOSError):  # connect failures name host:port only

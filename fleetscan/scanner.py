@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from fleetscan.client import DEFAULT_TIMEOUT, OnsMqttClient, connect
+from fleetscan.client import DEFAULT_TIMEOUT, TIMEOUT_CODE, OnsMqttClient, connect
 from fleetscan.credentials import Credentials, CredentialsProvider
 from fleetscan.dedup import SeenSet
 from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError, ThrottledError
@@ -461,6 +461,8 @@ class Scanner:
             counters.calls_failed += 1
             if isinstance(error, ThrottledError):
                 counters.calls_throttled += 1
+            elif isinstance(error, ApiError) and error.code == TIMEOUT_CODE:
+                counters.calls_timed_out += 1
 
     def _record_status(
         self, client_id: str, online: bool, api: str, request_id: str | None, attempts: int

@@ -36,6 +36,8 @@ class ScanCounters:
     calls_throttled: int = 0
     calls_retried: int = 0
     calls_failed: int = 0
+    # Failed attempts that timed out: the server may have answered, and billed, them.
+    calls_timed_out: int = 0
     # Successful calls in the busiest sliding second: the scan's peak TPS.
     success_peak: SlidingWindow = field(default_factory=SlidingWindow)
 
@@ -70,6 +72,7 @@ class ScanSummary:
     calls_throttled: int
     calls_retried: int
     calls_failed: int
+    calls_timed_out: int
     billable_transactions: int
     average_tps: float
     peak_tps: int
@@ -131,6 +134,7 @@ class ScanSummary:
             calls_throttled=counters.calls_throttled,
             calls_retried=counters.calls_retried,
             calls_failed=counters.calls_failed,
+            calls_timed_out=counters.calls_timed_out,
             billable_transactions=billable,
             average_tps=round(billable / duration_seconds, 2) if duration_seconds > 0 else 0.0,
             peak_tps=peak,
@@ -169,7 +173,12 @@ class ScanSummary:
             + (f", not scanned {self.ids_not_scanned}" if self.ids_not_scanned else ""),
             f"  calls     sent {self.calls_sent}, succeeded {self.calls_succeeded}, "
             f"throttled {self.calls_throttled}, retried {self.calls_retried}, "
-            f"failed {self.calls_failed}",
+            f"failed {self.calls_failed}"
+            + (
+                f" (timed out {self.calls_timed_out}: the server may have billed these too)"
+                if self.calls_timed_out
+                else ""
+            ),
             f"  billing   {self.billable_transactions} transactions in "
             f"{self.duration_seconds:.1f} s; average {self.average_tps:g} TPS, "
             f"peak {self.peak_tps} TPS"

@@ -598,3 +598,28 @@ def test_settings_default_from_the_mode() -> None:
     assert ScanSettings(instance_id="i", qps=10, concurrency=3).workers == 3
     assert default_concurrency(10) == 16
     assert single.grace_seconds == scanner_module.DEFAULT_GRACE_SECONDS
+
+
+async def test_attempts_that_time_out_are_counted_apart() -> None:
+    # The server may answer, and bill, an attempt after the client gave up on it: the
+    # summary must say how many such attempts there were.
+    valid = ids(10)
+    config = roomy(
+        rules=(FaultRule(code="InternalError", client_id=valid[2], times=2, delay_ms=400),)
+    )
+    async with (
+        run_emulator(config) as emu,
+        connect(
+            instance_id=DEFAULT_INSTANCE_ID,
+            credentials=DEMO,
+            endpoint=emu.url,
+            attempt_timeout=0.1,
+        ) as client,
+    ):
+        settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, retry=FAST_RETRY)
+        scanner = Scanner(client=client, settings=settings)
+        outcome, records = await run_scan(scanner, valid)
+    assert outcome == "completed"
+    assert only_once(records)[valid[2]].attempts == 3
+    c = scanner.counters
+    assert (c.calls_timed_out, c.calls_failed, c.calls_succeeded) == (2, 2, 10)

@@ -196,8 +196,19 @@ def test_text_shows_the_numbers_and_only_the_parts_that_apply() -> None:
     assert "sent 11, succeeded 9, throttled 1, retried 2, failed 2\n" in plain
     assert "9 transactions in 2.0 s; average 4.5 TPS, peak 1 TPS\n" in plain
     assert "2026-11-25T18:00:00.123Z .. 2026-11-25T18:00:02.123Z" in plain
-    for absent in ("carried over", "not scanned", "of the instance", "cost", "stopped", "warning"):
+    for absent in (
+        "carried over",
+        "not scanned",
+        "timed out",
+        "of the instance",
+        "cost",
+        "stopped",
+        "warning",
+    ):
         assert absent not in plain
+    timed_out = summary(dataclasses.replace(c, calls_timed_out=1), duration=2.0)
+    assert "failed 2 (timed out 1: the server may have billed these too)\n" in (timed_out.to_text())
+    assert timed_out.to_dict()["calls_timed_out"] == 1
     full = summary(
         dataclasses.replace(c, resumed=30),
         duration=2.0,
