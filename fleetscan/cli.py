@@ -457,6 +457,7 @@ class _ScanRun:
                 except FleetscanError as exc:  # a malformed line: what came before is kept
                     self.input_error = exc
                 finally:
+                    gc.unfreeze()  # main() may run again in this process (tests): no leak
                     for task in background:
                         task.cancel()
                     await asyncio.gather(*background, return_exceptions=True)
