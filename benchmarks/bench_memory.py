@@ -46,8 +46,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # The default --concurrency at --qps 500: the most workers (and connections) the CLI runs.
 SCAN_CONCURRENCY = 251
 ESTIMATE_TARGET_MIB = 256
-# Allocator and page granularity: RSS of two runs of the same work differs by this much.
-RSS_NOISE_MIB = 2.0
+# Allowed growth between the two scans beyond the dedup set's own. Python-level peaks
+# (tracemalloc) grow by the dedup set alone; RSS grows ~2 MiB more from 20k to 200k IDs,
+# once: the allocator's pools settle in a scan's first minute (from 200k to 600k IDs the
+# scan grew 8.8 MiB, the dedup set alone 8.6; benchmarks/README.md).
+RSS_NOISE_MIB = 3.0
 
 
 def _client_id(i: int) -> str:
@@ -221,7 +224,7 @@ def run(
         figures.append(
             Figure(
                 name=f"memory: peak RSS of scan, {small:,} -> {large:,} IDs",
-                target=f"growth <= dedup set's (+{RSS_NOISE_MIB:g} MiB noise)",
+                target=f"growth <= dedup set's + {RSS_NOISE_MIB:g} MiB",
                 measured=f"{peaks[small][0]:.0f} -> {peaks[large][0]:.0f} MiB: +{growth:.1f} MiB; "
                 f"dedup set alone +{dedup_growth:.1f} MiB ({peaks[large][1]:.0f} s)",
                 passed=growth <= dedup_growth + RSS_NOISE_MIB,
