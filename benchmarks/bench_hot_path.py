@@ -144,7 +144,7 @@ def run() -> list[Figure]:
         "answer": "read an answer (JSON, checks)",
         "record": "build and write a record (NDJSON)",
         "dedup": "dedup and validate an ID",
-        "machinery": "whole scan per ID around an instant client (all of the above but signing)",
+        "machinery": "whole scan per ID around an instant client (no signing, no HTTP)",
     }
     return [
         Figure(
