@@ -623,3 +623,35 @@ async def test_attempts_that_time_out_are_counted_apart() -> None:
     assert only_once(records)[valid[2]].attempts == 3
     c = scanner.counters
     assert (c.calls_timed_out, c.calls_failed, c.calls_succeeded) == (2, 2, 10)
+
+
+async def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer() -> None:
+    # Its cold start (a new connection) must not bunch the calls paced behind it.
+    events: list[tuple[str, float]] = []
+
+    class Recording:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        async def query_session(self, client_id: str) -> Any:
+            events.append(("sent", time.monotonic()))
+            try:
+                return await self.client.query_session(client_id)
+            finally:
+                events.append(("answered", time.monotonic()))
+
+    config = roomy(faults=Faults(latency_ms=100))
+    async with (
+        run_emulator(config) as emu,
+        connect(instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url) as client,
+    ):
+        settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, retry=FAST_RETRY)
+        scanner = Scanner(client=Recording(client), settings=settings)  # type: ignore[arg-type]
+        outcome, records = await run_scan(scanner, ids(8))
+    assert outcome == "completed"
+    assert len(records) == 8
+    assert [kind for kind, _ in events[:2]] == ["sent", "answered"]
+    # Once it answered, the others went out together (the rate allows it), not one by one.
+    later = [t for kind, t in events[2:] if kind == "sent"]
+    assert len(later) == 7
+    assert max(later) - min(later) < 0.05
