@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
@@ -29,9 +28,6 @@ if TYPE_CHECKING:
     from fleetscan.credentials import Credentials
     from fleetscan.output import RecordWriter, ResumeState
     from fleetscan.scanner import Scanner
-
-# Seconds between flushes of the output while records trickle in.
-FLUSH_INTERVAL = 0.1
 
 __all__ = ["EXIT_ABORTED", "EXIT_ERRORS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -406,8 +402,8 @@ class _ScanRun:
         credentials: Credentials | None,
     ) -> None:
         from fleetscan.client import connect
-        from fleetscan.output import RecordWriter
-        from fleetscan.progress import Progress
+        from fleetscan.output import FLUSH_INTERVAL, RecordWriter
+        from fleetscan.progress import LineTotal, Progress
         from fleetscan.retry import RetryPolicy
         from fleetscan.scanner import Scanner, ScanSettings
 
@@ -435,14 +431,15 @@ class _ScanRun:
             scanner = self.scanner = Scanner(
                 client=client, settings=settings, seen=self.seen, counters=self.counters
             )
+            show = not args.quiet and (args.progress or sys.stderr.isatty())
+            # Counting the input's lines reads it once more: only when progress shows.
             progress = Progress(
                 self.counters,
                 stream=sys.stderr,
                 live=sys.stderr.isatty(),
-                total=_LineTotal(args.inputs),
+                total=LineTotal(args.inputs) if show else lambda: None,
             )
-            show = not args.quiet and (args.progress or sys.stderr.isatty())
-            background = [asyncio.create_task(_flush_every(writer))]
+            background = [asyncio.create_task(_flush_every(writer, FLUSH_INTERVAL))]
             if show:
                 background.append(asyncio.create_task(progress.run()))
             # Everything built so far lives for the whole scan: out of the collector's
@@ -508,26 +505,7 @@ class _ScanRun:
         return EXIT_ERRORS if counters.errors else EXIT_OK
 
 
-class _LineTotal:
-    """An upper bound on the IDs to scan, counted in a thread from plain input files."""
-
-    def __init__(self, inputs: Sequence[str]) -> None:
-        self.value: int | None = None
-        files = [p for p in inputs if p != "-" and not p.endswith(".gz")]
-        if files and len(files) == len(inputs):
-            threading.Thread(target=self._count, args=(files,), daemon=True).start()
-
-    def _count(self, files: Sequence[str]) -> None:
-        from fleetscan.progress import count_lines
-
-        with contextlib.suppress(OSError):
-            self.value = sum(count_lines(p) for p in files)
-
-    def __call__(self) -> int | None:
-        return self.value
-
-
-async def _flush_every(writer: RecordWriter, interval: float = FLUSH_INTERVAL) -> None:
+async def _flush_every(writer: RecordWriter, interval: float) -> None:
     """Flush between records too, so a quiet stretch never holds finished records back."""
     while True:
         await asyncio.sleep(interval)

@@ -4,13 +4,15 @@ otherwise, nothing with ``--quiet``. Never on stdout, which carries records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from fleetscan.summary import ScanCounters
 
-__all__ = ["LIVE_INTERVAL", "LOG_INTERVAL", "Progress", "count_lines"]
+__all__ = ["LIVE_INTERVAL", "LOG_INTERVAL", "LineTotal", "Progress", "count_lines"]
 
 LIVE_INTERVAL = 0.5
 LOG_INTERVAL = 10.0
@@ -91,6 +93,26 @@ def count_lines(path: str) -> int:
         while block := f.read(1 << 20):
             lines += block.count(b"\n")
     return lines
+
+
+class LineTotal:
+    """An upper bound on the IDs to scan, counted in a thread from plain input files.
+
+    None until counted, and for stdin or gzip input (which cannot be read twice cheaply).
+    """
+
+    def __init__(self, inputs: Sequence[str]) -> None:
+        self.value: int | None = None
+        files = [p for p in inputs if p != "-" and not p.endswith(".gz")]
+        if files and len(files) == len(inputs):
+            threading.Thread(target=self._count, args=(files,), daemon=True).start()
+
+    def _count(self, files: Sequence[str]) -> None:
+        with contextlib.suppress(OSError):
+            self.value = sum(count_lines(p) for p in files)
+
+    def __call__(self) -> int | None:
+        return self.value
 
 
 def _duration(seconds: float) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from fleetscan.emulator import (
     ThreadedEmulator,
     run_emulator_in_thread,
 )
-from fleetscan.progress import LIVE_INTERVAL, LOG_INTERVAL, Progress, count_lines
+from fleetscan.progress import LIVE_INTERVAL, LOG_INTERVAL, LineTotal, Progress, count_lines
 from fleetscan.summary import ScanCounters
 
 CLEAR = "\r\x1b[K"
@@ -181,3 +182,15 @@ def test_a_terminal_gets_the_live_line_cleared_before_the_summary(
     assert "/~60 IDs" in live
     assert "\n" not in live
     assert after.startswith("fleetscan: completed")
+
+
+def test_line_total_counts_plain_files_but_not_stdin_or_gzip(tmp_path: Path) -> None:
+    plain = tmp_path / "ids.txt"
+    plain.write_bytes(b"a\nb\nc\n")
+    total = LineTotal([str(plain), str(plain)])
+    deadline = time.monotonic() + 5
+    while total() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert total() == 6
+    assert LineTotal(["-"])() is None
+    assert LineTotal([str(plain), str(tmp_path / "more.txt.gz")])() is None
