@@ -32,7 +32,7 @@ from fleetscan.credentials import (
     resolve_credentials,
 )
 from fleetscan.errors import ApiError, UsageError, api_error
-from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API
+from fleetscan.limits import API_VERSION, BATCH_API, BATCH_SIZE, SINGLE_API
 from fleetscan.signing import (
     EMPTY_SHA256,
     V3_ALGORITHM,
@@ -46,7 +46,6 @@ from fleetscan.signing import (
 )
 
 __all__ = [
-    "API_VERSION",
     "DEFAULT_TIMEOUT",
     "MAX_BODY_BYTES",
     "TIMEOUT_CODE",
@@ -59,7 +58,6 @@ __all__ = [
     "make_ssl_context",
 ]
 
-API_VERSION = "2020-04-20"
 # Seconds one attempt may take, connection and body included.
 DEFAULT_TIMEOUT = 10.0
 # An answer is a few hundred bytes; reading stops here so a broken or hostile server

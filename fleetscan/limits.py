@@ -1,10 +1,12 @@
-"""The API's limits (onsmqtt-api.md section 2) and the rates fleetscan picks under them."""
+"""The API's facts (onsmqtt-api.md sections 1-2): version, operations, limits, and the
+rates fleetscan picks under them. The client and the emulator both take them from here."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 __all__ = [
+    "API_VERSION",
     "BATCH_API",
     "BATCH_SIZE",
     "DEFAULT_QPS",
@@ -16,6 +18,7 @@ __all__ = [
     "api_for",
 ]
 
+API_VERSION = "2020-04-20"
 Mode = Literal["single", "batch"]
 MODES: tuple[Mode, ...] = ("single", "batch")
 SINGLE_API = "QuerySessionByClientId"

@@ -10,6 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetscan.limits import (
+    API_VERSION,
+    BATCH_API,
+    BATCH_SIZE,
+    IP_SAFE_QPS,
+    MAX_QPS,
+    SINGLE_API,
+)
+
 __all__ = [
     "ACTIONS",
     "ACTION_BATCH",
@@ -39,11 +48,11 @@ __all__ = [
     "Limits",
 ]
 
-API_VERSION = "2020-04-20"
-ACTION_SINGLE = "QuerySessionByClientId"
-ACTION_BATCH = "BatchQuerySessionByClientIds"
+# The service's facts, shared with the client (fleetscan.limits).
+ACTION_SINGLE = SINGLE_API
+ACTION_BATCH = BATCH_API
 ACTIONS = (ACTION_SINGLE, ACTION_BATCH)
-MAX_BATCH_SIZE = 10
+MAX_BATCH_SIZE = BATCH_SIZE
 # Timestamps this far off are refused, and nonces are remembered this long.
 SIGNATURE_WINDOW_SECONDS = 15 * 60
 
@@ -57,9 +66,9 @@ DEFAULT_INSTANCE_ID = "mqtt-cn-emulator"
 DEFAULT_REGION = "cn-hangzhou"
 DEFAULT_SEED = 0
 DEFAULT_ONLINE_RATIO = 0.5
-DEFAULT_QPS_SINGLE = 500
-DEFAULT_QPS_BATCH = 100
-DEFAULT_IP_LIMIT = 300
+DEFAULT_QPS_SINGLE = MAX_QPS["single"]
+DEFAULT_QPS_BATCH = MAX_QPS["batch"]
+DEFAULT_IP_LIMIT = IP_SAFE_QPS
 # The real block time is undocumented; a minute is long enough to hurt a scan.
 DEFAULT_IP_BLOCK_SECONDS = 60.0
 
