@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 import timeit
-from collections.abc import Callable
-from typing import Any, BinaryIO, cast
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
 
 from emulator_process import ROOT, child_env
 from figures import Figure, render
@@ -95,27 +95,29 @@ async def _pieces(sink: BinaryIO) -> dict[str, float]:
 
 
 async def _machinery(sink: BinaryIO) -> float:
-    """CPU per ID of `Scanner.run` around a client that answers at once."""
-    from fleetscan.client import SessionAnswer
+    """CPU per ID of a scan (`ScanJob.run`) around a client that answers at once."""
+    from fleetscan.client import BatchAnswer, SessionAnswer
+    from fleetscan.engine import ScanJob, ScanSettings
     from fleetscan.limiter import RateLimiter
     from fleetscan.output import RecordWriter
-    from fleetscan.scanner import Scanner, ScanSettings
 
     class Instant:
         async def query_session(self, client_id: str) -> SessionAnswer:
             await asyncio.sleep(0)  # one trip through the loop, as a real answer takes
             return SessionAnswer(online=True, request_id="r")
 
+        async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer:
+            raise NotImplementedError  # single mode only
+
     ids = list(client_ids(SCAN_IDS))
-    writer = RecordWriter(sink)
-    scanner = Scanner(
-        client=cast(Any, Instant()),
-        settings=ScanSettings(instance_id="mqtt-cn-bench", concurrency=32),
-        limiter=RateLimiter(1_000_000),
+    settings = ScanSettings(
+        instance_id="mqtt-cn-bench", qps=1_000_000, account_qps=1_000_000, concurrency=32
+    )
+    job = ScanJob(
+        settings, session=Instant(), pacer=RateLimiter(1_000_000), sinks=[RecordWriter(sink)]
     )
     start = time.process_time()
-    await scanner.run(ids, emit=writer.write)
-    writer.flush()
+    await job.run(ids)
     return (time.process_time() - start) / len(ids) * 1e6
 
 

@@ -2,8 +2,9 @@
 Cloud ApsaraMQ for MQTT, paced under the API's limits.
 
 The library's entry points: `scan` (an async generator of records, the twin of
-``fleetscan scan``), `Scanner` for pipelines that bring their own client, limiter and
-writer, and `connect` for an `OnsMqttClient`.
+``fleetscan scan``), `ScanJob` (the same scan with sinks of your own, a result with
+its `Outcome` and summary), `Scanner` for pipelines that bring their own client and
+pacer, and `connect` for an `OnsMqttClient`. The engine lives in `fleetscan.engine`.
 """
 
 __version__ = "0.1.0"
@@ -16,6 +17,7 @@ from fleetscan.credentials import (
     resolve_credentials,
 )
 from fleetscan.dedup import SeenSet
+from fleetscan.engine import Outcome, Scanner, ScanJob, ScanResult, ScanSettings, Target, scan
 from fleetscan.errors import (
     AccountError,
     ApiError,
@@ -32,9 +34,10 @@ from fleetscan.estimate import Forecast, forecast
 from fleetscan.inputs import InputRow, read_client_ids
 from fleetscan.limiter import RateLimiter
 from fleetscan.output import RecordWriter, ResumeState, prepare_resume
+from fleetscan.pacer import Pacer
 from fleetscan.records import Record, Status
 from fleetscan.retry import RetryPolicy
-from fleetscan.scanner import Scanner, ScanSettings, scan
+from fleetscan.sink import Sink
 from fleetscan.summary import ScanCounters, ScanSummary
 
 __all__ = [
@@ -50,6 +53,8 @@ __all__ = [
     "InputError",
     "InputRow",
     "OnsMqttClient",
+    "Outcome",
+    "Pacer",
     "RateLimiter",
     "Record",
     "RecordWriter",
@@ -57,13 +62,17 @@ __all__ = [
     "ResumeState",
     "RetryPolicy",
     "ScanCounters",
+    "ScanJob",
+    "ScanResult",
     "ScanSettings",
     "ScanSummary",
     "Scanner",
     "SeenSet",
     "SessionAnswer",
+    "Sink",
     "StaticCredentials",
     "Status",
+    "Target",
     "ThrottledError",
     "TransientError",
     "UsageError",

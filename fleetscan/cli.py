@@ -10,32 +10,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
+import dataclasses
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 from fleetscan import __version__
+from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
-from fleetscan.ids import instance_id_problem
-from fleetscan.limits import DEFAULT_QPS, IP_SAFE_QPS, MAX_QPS, MODES, Mode, api_for
+from fleetscan.limits import DEFAULT_QPS, MODES
 
 if TYPE_CHECKING:
     from fleetscan.credentials import Credentials
-    from fleetscan.output import RecordWriter, ResumeState
-    from fleetscan.scanner import Scanner
+    from fleetscan.engine import ScanResult, ScanSettings
+    from fleetscan.output import ResumeState
 
-__all__ = ["EXIT_ABORTED", "EXIT_ERRORS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_CODES",
+    "EXIT_ERRORS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
+
+# The one map from how a scan ended to the exit code (the order between outcomes, when
+# several things happened, is fleetscan.engine.outcome's).
+EXIT_CODES: dict[Outcome, int] = {
+    Outcome.COMPLETED: EXIT_OK,
+    Outcome.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
+    Outcome.INPUT_ERROR: EXIT_USAGE,
+    Outcome.ABORTED: EXIT_ABORTED,
+    Outcome.INTERRUPTED: EXIT_INTERRUPTED,
+}
 
 log = logging.getLogger("fleetscan")
 
@@ -231,46 +248,23 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def checked_qps(mode: Mode, qps: float | None) -> float:
-    """The rate to use: the mode's default, refused above the API's limit."""
-    rate = qps if qps is not None else float(DEFAULT_QPS[mode])
-    if rate > MAX_QPS[mode]:
-        raise UsageError(
-            f"--qps {rate:g} is above the {MAX_QPS[mode]} calls/s that {api_for(mode)} "
-            "allows an account"
-        )
-    if mode == "single" and rate > IP_SAFE_QPS:
-        log.warning(
-            "--qps %g: Alibaba blocks a source IP that sends more than %d calls/s of one API; "
-            "above that, run from two or more egress IPs, each under %d/s",
-            rate,
-            IP_SAFE_QPS,
-            IP_SAFE_QPS,
-        )
-    return rate
-
-
 # --- estimate ----------------------------------------------------------------------------
 
 
 def _run_estimate(args: argparse.Namespace) -> int:
-    from fleetscan.dedup import SeenSet
+    from fleetscan.engine import checked_rate, rate_warnings, tally
     from fleetscan.estimate import forecast, render_forecasts
-    from fleetscan.ids import client_id_problem
     from fleetscan.inputs import read_client_ids
 
     # --qps applies to --mode; the other mode is shown at its default rate.
     rates = {mode: float(DEFAULT_QPS[mode]) for mode in MODES}
-    rates[args.mode] = checked_qps(args.mode, args.qps)
-    seen = SeenSet()
-    read = duplicates = invalid = 0
-    for row in read_client_ids(args.inputs, column=args.column, stdin=_stdin()):
-        read += 1
-        if not seen.add(row.client_id):
-            duplicates += 1
-        elif client_id_problem(row.client_id) is not None:
-            invalid += 1
-    valid = len(seen) - invalid
+    rates[args.mode] = checked_rate(args.mode, args.qps)
+    for warning in rate_warnings(args.mode, rates[args.mode]):
+        log.warning("%s", warning)
+    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin())
+    # The scan's own admission (dedup, validation, counting): the numbers agree with it.
+    counters = tally(row.client_id for row in rows)
+    valid = counters.unique - counters.invalid
     forecasts = [
         forecast(
             valid,
@@ -282,8 +276,8 @@ def _run_estimate(args: argparse.Namespace) -> int:
         for mode in MODES
     ]
     sys.stdout.write(
-        f"IDs read {read}, unique {len(seen)}, duplicates {duplicates}, invalid {invalid}, "
-        f"to query {valid}\n\n"
+        f"IDs read {counters.read}, unique {counters.unique}, "
+        f"duplicates {counters.duplicates}, invalid {counters.invalid}, to query {valid}\n\n"
     )
     sys.stdout.write(render_forecasts(forecasts))
     sys.stdout.flush()
@@ -309,207 +303,125 @@ def _stdin() -> BinaryIO:
 
 
 def _run_scan(args: argparse.Namespace) -> int:
+    from fleetscan.engine import ScanSettings
     from fleetscan.inputs import read_client_ids
     from fleetscan.output import prepare_resume
+    from fleetscan.retry import RetryPolicy
 
-    rate = checked_qps(args.mode, args.qps)
     if args.resume and not args.output:
         raise UsageError("--resume needs -o FILE: it continues the scan written there")
-    instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID")
-    if not args.emulator:
+    if args.emulator:
+        from fleetscan.emulator import EmulatorConfig
+
+        instance_id: str = EmulatorConfig().instance_ids[0]
+    else:
+        instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID") or ""
         if not instance_id:
             raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
-        problem = instance_id_problem(instance_id)
-        if problem:
-            raise UsageError(f"--instance-id {instance_id!r}: {problem}")
+    # The library's rules (the account's rate limit, the instance ID), before any call.
+    settings = ScanSettings(
+        instance_id=instance_id,
+        mode=args.mode,
+        qps=args.qps,
+        concurrency=args.concurrency,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+    )
     # Before any call: a missing input file or a broken output file is a usage error.
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin())
     state = prepare_resume(args.output) if args.resume else None
-    if state is not None and state.carried_over:
-        log.info(
-            "resuming %s: %d IDs already have a final record and are skipped",
-            args.output,
-            state.carried_over,
-        )
     output: BinaryIO = (
         open(args.output, "ab" if args.resume else "wb")  # noqa: SIM115 - closed below
         if args.output
         else sys.stdout.buffer
     )
     try:
-        run = _ScanRun(args, rate, instance_id, state)
-        asyncio.run(run.main((row.client_id for row in rows), output))
+        result = asyncio.run(_scan(args, settings, (row.client_id for row in rows), output, state))
     finally:
         if output is not sys.stdout.buffer:
             output.close()
-    return run.finish()
+    return _finish(args, result)
 
 
-class _ScanRun:
-    """One ``fleetscan scan``: the async part, then the summary and the exit code."""
+async def _scan(
+    args: argparse.Namespace,
+    settings: ScanSettings,
+    client_ids: Iterator[str],
+    output: BinaryIO,
+    state: ResumeState | None,
+) -> ScanResult:
+    """Run the library's scan; the demo runs it against the embedded emulator."""
+    from fleetscan.engine import ScanJob, Target
+    from fleetscan.output import RecordWriter
+    from fleetscan.progress import LineTotal, Progress
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        rate: float,
-        instance_id: str | None,
-        state: ResumeState | None,
-    ) -> None:
-        from fleetscan.summary import ScanCounters
-
-        self.args = args
-        self.rate = rate
-        self.instance_id = instance_id or ""
-        self.counters = ScanCounters(resumed=state.carried_over if state else 0)
-        self.seen = state.seen if state else None
-        self.scanner: Scanner | None = None
-        self.input_error: FleetscanError | None = None
-        self.started_at = datetime.now(UTC)
-        self.duration = 0.0
-
-    async def main(self, client_ids: Iterator[str], output: BinaryIO) -> None:
-        if not self.args.emulator:
-            await self._scan(client_ids, output, endpoint=self.args.endpoint, credentials=None)
-            return
-        from fleetscan.credentials import Credentials
-        from fleetscan.emulator import (
-            DEFAULT_ACCESS_KEY_ID,
-            DEFAULT_ACCESS_KEY_SECRET,
-            EmulatorConfig,
-            Faults,
-            run_emulator,
-        )
-
-        # The demo: the whole real path (HTTP, signing, limiter, retries) against the
-        # in-process emulator, with its throwaway key and a few injected faults.
-        config = EmulatorConfig(faults=Faults(error_rate=0.02, latency_ms=20.0, jitter_ms=10.0))
-        self.instance_id = config.instance_ids[0]
-        demo_key = Credentials(
-            access_key_id=DEFAULT_ACCESS_KEY_ID,
-            access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
-            source="the emulator's throwaway key",
-        )
-        async with run_emulator(config) as emulator:
-            log.info("scanning against the embedded emulator at %s", emulator.url)
-            await self._scan(client_ids, output, endpoint=emulator.url, credentials=demo_key)
-
-    async def _scan(
-        self,
-        client_ids: Iterator[str],
-        output: BinaryIO,
-        *,
-        endpoint: str | None,
-        credentials: Credentials | None,
-    ) -> None:
-        from fleetscan.client import connect
-        from fleetscan.output import FLUSH_INTERVAL, RecordWriter
-        from fleetscan.progress import LineTotal, Progress
-        from fleetscan.retry import RetryPolicy
-        from fleetscan.scanner import Scanner, ScanSettings
-
-        args = self.args
-        settings = ScanSettings(
-            instance_id=self.instance_id,
-            mode=args.mode,
-            qps=self.rate,
-            concurrency=args.concurrency,
-            retry=RetryPolicy(max_attempts=args.max_attempts),
-        )
-        writer = RecordWriter(output)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with connect(
-            instance_id=self.instance_id,
-            credentials=credentials,
-            region=args.region,
-            endpoint=endpoint,
-            profile=args.profile,
-            signature=args.signature,
-            attempt_timeout=args.timeout,
-            ca_bundle=args.ca_bundle,
-        ) as client:
-            scanner = self.scanner = Scanner(
-                client=client, settings=settings, seen=self.seen, counters=self.counters
-            )
-            show = not args.quiet and (args.progress or sys.stderr.isatty())
+    target = Target(
+        region=args.region,
+        endpoint=args.endpoint,
+        profile=args.profile,
+        signature=args.signature,
+        attempt_timeout=args.timeout,
+        ca_bundle=args.ca_bundle,
+    )
+    async with _demo_emulator(args.emulator) as demo:
+        if demo is not None:
+            target = dataclasses.replace(target, endpoint=demo[0], credentials=demo[1])
+        job = ScanJob(settings, target=target, sinks=[RecordWriter(output)], resume=state)
+        show = not args.quiet and (args.progress or sys.stderr.isatty())
+        progress = Progress(
+            job.counters,
+            stream=sys.stderr,
+            live=sys.stderr.isatty(),
             # Counting the input's lines reads it once more: only when progress shows.
-            progress = Progress(
-                self.counters,
-                stream=sys.stderr,
-                live=sys.stderr.isatty(),
-                total=LineTotal(args.inputs) if show else lambda: None,
-            )
-            background = [asyncio.create_task(_flush_every(writer, FLUSH_INTERVAL))]
-            if show:
-                background.append(asyncio.create_task(progress.run()))
-            # Everything built so far lives for the whole scan: out of the collector's
-            # sight, a full collection walks only what the scan creates. Walking the
-            # imports as well paused the loop for ~28 ms, long enough to send a paced
-            # call late and bunched with the next: 101 in a second at --qps 100 (batch).
-            gc.collect()
-            gc.freeze()
-            with _stop_on_signals(loop, scanner.stop):
-                try:
-                    await scanner.run(client_ids, emit=writer.write)
-                except FleetscanError as exc:  # a malformed line: what came before is kept
-                    self.input_error = exc
-                finally:
-                    gc.unfreeze()  # main() may run again in this process (tests): no leak
-                    for task in background:
-                        task.cancel()
-                    await asyncio.gather(*background, return_exceptions=True)
-                    writer.flush(fsync=True)
-                    self.duration = loop.time() - started
-                    if show:
-                        progress.clear()
-
-    def finish(self) -> int:
-        """Write the summary and return the exit code."""
-        from fleetscan.limits import api_for
-        from fleetscan.summary import ScanSummary
-
-        args = self.args
-        scanner = self.scanner
-        assert scanner is not None
-        counters = self.counters
-        abort = scanner.abort_error
-        summary = ScanSummary.build(
-            counters,
-            mode=args.mode,
-            api=api_for(args.mode),
-            instance_id=self.instance_id,
-            qps=self.rate,
-            started_at=self.started_at,
-            ended_at=datetime.now(UTC),
-            duration_seconds=self.duration,
-            not_scanned=max(0, counters.unique - counters.done),
-            instance_tps=args.instance_tps,
-            price_per_million=args.price_per_million,
-            outcome=scanner.outcome,
-            abort_reason=str(abort) if abort is not None else None,
+            total=LineTotal(args.inputs) if show else lambda: None,
         )
-        if args.summary:
-            with open(args.summary, "wb") as f:
-                f.write(summary.to_json())
-        if not args.quiet:
-            sys.stderr.write(summary.to_text())
-        if self.input_error is not None:
-            log.error("%s", self.input_error)
-            log.error("the IDs read before it have their records; fix the input, then --resume")
-            return EXIT_USAGE
-        if scanner.interrupted:
-            return EXIT_INTERRUPTED
-        if abort is not None:
-            log.error("stopped: %s", abort)
-            return EXIT_ABORTED
-        return EXIT_ERRORS if counters.errors else EXIT_OK
+        with _stop_on_signals(asyncio.get_running_loop(), job.stop):
+            return await job.run(client_ids, progress=progress if show else None)
 
 
-async def _flush_every(writer: RecordWriter, interval: float) -> None:
-    """Flush between records too, so a quiet stretch never holds finished records back."""
-    while True:
-        await asyncio.sleep(interval)
-        writer.flush()
+@contextlib.asynccontextmanager
+async def _demo_emulator(wanted: bool) -> AsyncIterator[tuple[str, Credentials] | None]:
+    """With ``--emulator``: the in-process emulator's URL and its throwaway key."""
+    if not wanted:
+        yield None
+        return
+    from fleetscan.credentials import Credentials
+    from fleetscan.emulator import (
+        DEFAULT_ACCESS_KEY_ID,
+        DEFAULT_ACCESS_KEY_SECRET,
+        EmulatorConfig,
+        Faults,
+        run_emulator,
+    )
+
+    # The demo: the whole real path (HTTP, signing, pacing, retries) against the
+    # in-process emulator, with its throwaway key and a few injected faults.
+    config = EmulatorConfig(faults=Faults(error_rate=0.02, latency_ms=20.0, jitter_ms=10.0))
+    demo_key = Credentials(
+        access_key_id=DEFAULT_ACCESS_KEY_ID,
+        access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+        source="the emulator's throwaway key",
+    )
+    async with run_emulator(config) as emulator:
+        log.info("scanning against the embedded emulator at %s", emulator.url)
+        yield emulator.url, demo_key
+
+
+def _finish(args: argparse.Namespace, result: ScanResult) -> int:
+    """Write and print the summary; the exit code of the outcome."""
+    summary = result.summary(
+        instance_tps=args.instance_tps, price_per_million=args.price_per_million
+    )
+    if args.summary:
+        with open(args.summary, "wb") as f:
+            f.write(summary.to_json())
+    if not args.quiet:
+        sys.stderr.write(summary.to_text())
+    if result.input_error is not None:
+        log.error("%s", result.input_error)
+        log.error("the IDs read before it have their records; fix the input, then --resume")
+    if result.abort_error is not None:
+        log.error("stopped: %s", result.abort_error)
+    return EXIT_CODES[result.outcome]
 
 
 @contextlib.contextmanager

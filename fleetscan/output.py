@@ -123,6 +123,11 @@ class RecordWriter:
         if fsync:
             _fsync_if_file(self._stream)
 
+    def close(self) -> None:
+        """The last call (after ``flush(fsync=True)``): hand on what is left. The
+        stream stays open: it is the caller's, who may have more to write to it."""
+        self.flush()
+
 
 def _fsync_if_file(stream: BinaryIO | IO[bytes]) -> None:
     try:
@@ -153,6 +158,26 @@ class ResumeState:
     torn_bytes: int = 0
     rewritten: bool = False
     instance_ids: frozenset[str] = frozenset()
+
+    @property
+    def repairs(self) -> tuple[str, ...]:
+        """What the repair changed in the file, for the user (empty when nothing)."""
+        notes = []
+        if self.torn_bytes:
+            notes.append(
+                f"resume: cut a torn last line ({self.torn_bytes} bytes) from {self.path}; "
+                "its ID is asked again"
+            )
+        if self.dropped_errors:
+            notes.append(
+                f"resume: dropped {self.dropped_errors} error records from {self.path}; "
+                "those IDs are asked again"
+            )
+        if self.dropped_duplicates:
+            notes.append(
+                f"resume: dropped {self.dropped_duplicates} duplicate records from {self.path}"
+            )
+        return tuple(notes)
 
     @property
     def carried_over(self) -> int:

@@ -35,7 +35,7 @@ from tenacity.wait import wait_base
 from fleetscan.errors import ApiError, ResignError, ThrottledError, TransientError
 
 if TYPE_CHECKING:
-    from fleetscan.limiter import RateLimiter
+    from fleetscan.pacer import Pacer
 
 __all__ = [
     "DEFAULT_BACKOFF_BASE",
@@ -121,7 +121,7 @@ async def call_with_retry(
     attempt: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    limiter: RateLimiter | None = None,
+    limiter: Pacer | None = None,
     on_attempt: Callable[[BaseException | None], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tuple[T, int]:

@@ -42,7 +42,7 @@ from fleetscan.emulator import (
     run_emulator_in_thread,
 )
 from fleetscan.records import INVALID_CODE
-from fleetscan.scanner import scan
+from fleetscan.engine import scan
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")

@@ -60,7 +60,7 @@ from fleetscan.limiter import INCREASE_SHARE, RateLimiter
 from fleetscan.limits import Mode, api_for
 from fleetscan.records import Record, Status
 from fleetscan.retry import RetryPolicy
-from fleetscan.scanner import Scanner, ScanSettings
+from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.summary import ScanSummary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,10 +207,11 @@ async def test_every_fault_at_once_loses_doubles_and_misreports_nothing(
                 instance_id=DEFAULT_INSTANCE_ID,
                 mode=mode,
                 qps=100_000,
+                account_qps=100_000,  # the emulator's limits are off
                 concurrency=64,
                 retry=RetryPolicy(max_attempts=12, backoff_base=0.002, backoff_max=0.05),
             )
-            scanner = Scanner(client=client, settings=settings, limiter=RateLimiter(100_000))
+            scanner = Scanner(client=client, settings=settings, pacer=RateLimiter(100_000))
             started = time.monotonic()
             outcome = await scanner.run(inputs, emit=records.append)
             duration = time.monotonic() - started
@@ -415,7 +416,7 @@ async def test_a_throttling_storm_slows_the_scan_down_and_it_comes_back_up() -> 
         scanner = Scanner(
             client=client,
             settings=ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=STORM_QPS),
-            limiter=limiter,
+            pacer=limiter,
         )
         scan = asyncio.create_task(scanner.run(ids, emit=records.append))
         start = time.monotonic()

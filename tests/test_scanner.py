@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pytest
 from emulator_fixtures import ids
 
-from fleetscan import scanner as scanner_module
+from fleetscan.engine import settings as settings_module
 from fleetscan.client import connect
 from fleetscan.credentials import Credentials
 from fleetscan.emulator import (
@@ -39,7 +39,7 @@ from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, SINGLE_API, Mode
 from fleetscan.records import INVALID_CODE, Record, Status
 from fleetscan.retry import RetryPolicy
-from fleetscan.scanner import Scanner, ScanSettings, default_concurrency, scan
+from fleetscan.engine import Scanner, ScanSettings, default_concurrency, scan
 from fleetscan.summary import ScanSummary
 from fleetscan.window import SlidingWindow
 
@@ -82,6 +82,7 @@ async def scanner_for(
             instance_id=instance_id,
             mode=mode,
             qps=qps,
+            account_qps=ROOMY.qps_single,
             retry=retry,
             grace_seconds=grace_seconds,
         )
@@ -254,7 +255,7 @@ async def test_no_sliding_second_holds_more_than_qps(mode: Mode, qps: int, count
         connect(instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url) as client,
     ):
         settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode=mode, qps=qps)
-        scanner = Scanner(client=client, settings=settings, limiter=limiter)
+        scanner = Scanner(client=client, settings=settings, pacer=limiter)
         started = time.monotonic()
         outcome, records = await run_scan(scanner, valid)
         elapsed = time.monotonic() - started
@@ -597,7 +598,7 @@ def test_settings_default_from_the_mode() -> None:
     assert (batch.rate, batch.api) == (100, BATCH_API)
     assert ScanSettings(instance_id="i", qps=10, concurrency=3).workers == 3
     assert default_concurrency(10) == 16
-    assert single.grace_seconds == scanner_module.DEFAULT_GRACE_SECONDS
+    assert single.grace_seconds == settings_module.DEFAULT_GRACE_SECONDS
 
 
 async def test_attempts_that_time_out_are_counted_apart() -> None:
@@ -617,7 +618,9 @@ async def test_attempts_that_time_out_are_counted_apart() -> None:
             attempt_timeout=0.5,
         ) as client,
     ):
-        settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, retry=FAST_RETRY)
+        settings = ScanSettings(
+            instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, account_qps=FAST_QPS, retry=FAST_RETRY
+        )
         scanner = Scanner(client=client, settings=settings)
         outcome, records = await run_scan(scanner, valid)
     assert outcome == "completed"
@@ -646,7 +649,9 @@ async def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer() 
         run_emulator(config) as emu,
         connect(instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url) as client,
     ):
-        settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, retry=FAST_RETRY)
+        settings = ScanSettings(
+            instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, account_qps=FAST_QPS, retry=FAST_RETRY
+        )
         scanner = Scanner(client=Recording(client), settings=settings)  # type: ignore[arg-type]
         outcome, records = await run_scan(scanner, ids(8))
     assert outcome == "completed"

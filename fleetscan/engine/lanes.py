@@ -1,0 +1,296 @@
+"""Lanes: one API each, with its unit, its request, its pacer and its counters.
+
+::
+
+    admission queue ──► SingleLane: N workers, 1 ID a call  (QuerySessionByClientId)
+                   └──► BatchLane:  a batcher filling units of up to 10 IDs,
+                                    N workers, 1 unit a call (BatchQuerySessionByClientIds)
+
+A lane takes IDs from the scan's admission queue until it reads an end marker (one per
+consumer, `Lane.consumers`), so two lanes can share one queue. Every attempt passes
+the scan's warm-up gate, then the lane's pacer, inside the retry policy; what the
+answer says becomes records through the scan's `Recorder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar, Generic, Protocol, TypeVar
+
+from fleetscan.client import BatchAnswer, SessionAnswer
+from fleetscan.engine.control import Control, Stopped
+from fleetscan.engine.feed import Feed
+from fleetscan.engine.recorder import Recorder
+from fleetscan.engine.stats import CallStats
+from fleetscan.engine.warmup import WarmUpGate
+from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError
+from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API, Mode
+from fleetscan.pacer import Pacer
+from fleetscan.retry import RetryPolicy, call_with_retry
+
+__all__ = [
+    "BATCH_FILL_SECONDS",
+    "LANES",
+    "BatchLane",
+    "BatchSession",
+    "Lane",
+    "Session",
+    "SingleLane",
+    "SingleSession",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+# How long a partial batch waits for more IDs before it is sent as it is.
+BATCH_FILL_SECONDS = 0.05
+
+
+class SingleSession(Protocol):
+    """What `SingleLane` calls on the API client."""
+
+    async def query_session(self, client_id: str) -> SessionAnswer: ...
+
+
+class BatchSession(Protocol):
+    """What `BatchLane` calls on the API client."""
+
+    async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer: ...
+
+
+class Session(SingleSession, BatchSession, Protocol):
+    """An API client for every lane (`fleetscan.client.OnsMqttClient` is one)."""
+
+
+class Lane(Generic[S]):
+    """Scans IDs from the admission queue through one API; see the module docstring.
+
+    ``session`` is what the lane calls (one method of the API client); ``pacer``
+    spaces its attempts; ``stats`` counts them; ``recorder`` turns answers into records.
+    """
+
+    api: ClassVar[str]
+    # The most IDs one call of this lane carries.
+    size: ClassVar[int]
+
+    def __init__(
+        self,
+        *,
+        session: S,
+        pacer: Pacer,
+        workers: int,
+        retry: RetryPolicy,
+        control: Control,
+        gate: WarmUpGate,
+        recorder: Recorder,
+        stats: CallStats,
+    ) -> None:
+        self.session = session
+        self.pacer = pacer
+        self.workers = workers
+        self.retry = retry
+        self.control = control
+        self.gate = gate
+        self.recorder = recorder
+        self.stats = stats
+
+    @property
+    def consumers(self) -> int:
+        """Tasks reading the admission queue: the end of input is one marker each."""
+        return self.workers
+
+    def start(self, ids: asyncio.Queue[str | None], feed: Feed) -> list[asyncio.Task[None]]:
+        """Start the lane's tasks on ``ids``; ``feed.free()`` as each ID leaves it."""
+        raise NotImplementedError
+
+    async def _call(self, send: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """One call: through the warm-up gate, then paced and retried per attempt."""
+        control = self.control
+        gate = self.gate
+        first = await gate.enter()
+
+        async def attempt() -> T:
+            # Checked after the pacer let this attempt through: once a stop is asked
+            # for, nothing new goes on the wire.
+            if control.stopping:
+                raise Stopped
+            me = asyncio.current_task()
+            assert me is not None
+            control.on_wire.add(me)
+            try:
+                return await send()
+            finally:
+                control.on_wire.discard(me)
+                gate.open()
+
+        try:
+            result, attempts = await call_with_retry(
+                attempt, policy=self.retry, limiter=self.pacer, on_attempt=self.stats.attempt
+            )
+        except ApiError as exc:
+            self.stats.retried(exc.attempts)
+            raise
+        finally:
+            if first:
+                gate.open()  # even when the first call never reached the wire
+        self.stats.retried(attempts)
+        return result, attempts
+
+
+class SingleLane(Lane[SingleSession]):
+    """``QuerySessionByClientId``: one ID a call, real time."""
+
+    api = SINGLE_API
+    size = 1
+
+    def start(self, ids: asyncio.Queue[str | None], feed: Feed) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._worker(ids, feed), name=f"fleetscan-worker-{i}")
+            for i in range(self.workers)
+        ]
+
+    async def _worker(self, ids: asyncio.Queue[str | None], feed: Feed) -> None:
+        control = self.control
+        while not control.stopping:
+            client_id = await ids.get()
+            if client_id is None or control.stopping:
+                return
+            feed.free()
+            await self.scan(client_id)
+
+    async def scan(self, client_id: str) -> None:
+        """Ask about one ID and record the answer."""
+        session = self.session
+        try:
+            answer, attempts = await self._call(lambda: session.query_session(client_id))
+        except Stopped:
+            return
+        except (AccountError, ResignError) as exc:
+            self.control.abort(exc)
+        except ApiError as exc:
+            self.recorder.error(client_id, exc, SINGLE_API, exc.attempts)
+        else:
+            self.recorder.status(client_id, answer.online, SINGLE_API, answer.request_id, attempts)
+
+
+class BatchLane(Lane[BatchSession]):
+    """``BatchQuerySessionByClientIds``: up to 10 IDs a call, answers from a cache.
+
+    One batcher fills the units, not every worker grabbing what is there: many idle
+    workers would each take one ID and send batches of one. A partial batch waits at
+    most ``BATCH_FILL_SECONDS`` for more input (a slow stdin), then goes as it is.
+    """
+
+    api = BATCH_API
+    size = BATCH_SIZE
+
+    @property
+    def consumers(self) -> int:
+        return 1  # the batcher
+
+    def start(self, ids: asyncio.Queue[str | None], feed: Feed) -> list[asyncio.Task[None]]:
+        batches: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=self.workers)
+        tasks = [
+            asyncio.create_task(self._worker(batches), name=f"fleetscan-worker-{i}")
+            for i in range(self.workers)
+        ]
+        tasks.append(asyncio.create_task(self._batcher(ids, batches, feed), name="batcher"))
+        return tasks
+
+    async def _batcher(
+        self,
+        ids: asyncio.Queue[str | None],
+        batches: asyncio.Queue[list[str] | None],
+        feed: Feed,
+    ) -> None:
+        control = self.control
+        batch: list[str] = []
+        while not control.stopping:
+            if batch and ids.empty():
+                try:
+                    # Not wait_for: on 3.11 it swallows a cancel that lands as the get
+                    # completes, and a stopped batcher would then block on a full queue.
+                    async with asyncio.timeout(BATCH_FILL_SECONDS):
+                        item = await ids.get()
+                except TimeoutError:
+                    await batches.put(batch)
+                    batch = []
+                    continue
+            else:
+                item = await ids.get()
+            if item is None:
+                break
+            feed.free()
+            batch.append(item)
+            if len(batch) == self.size:
+                await batches.put(batch)
+                batch = []
+        if batch:
+            await batches.put(batch)
+        for _ in range(self.workers):
+            await batches.put(None)
+
+    async def _worker(self, batches: asyncio.Queue[list[str] | None]) -> None:
+        control = self.control
+        while not control.stopping:
+            batch = await batches.get()
+            if batch is None or control.stopping:
+                return
+            await self.scan(batch)
+
+    async def scan(self, batch: list[str], *, spent: int = 0, repeat: bool = True) -> None:
+        """Ask about ``batch`` and record each ID's answer.
+
+        ``spent``: attempts already made on these IDs by earlier calls (a batch halved
+        around a refused ID, or repeated for IDs its answer left out); each record says
+        every attempt its ID was part of.
+        """
+        session = self.session
+        try:
+            answer, attempts = await self._call(lambda: session.batch_query_sessions(batch))
+        except Stopped:
+            return
+        except (AccountError, ResignError) as exc:
+            self.control.abort(exc)
+            return
+        except ClientIdError as exc:
+            spent += exc.attempts
+            if len(batch) == 1:
+                self.recorder.error(batch[0], exc, BATCH_API, spent)
+                return
+            # One bad ID refuses the whole batch: halve it until the bad one stands alone.
+            middle = len(batch) // 2
+            await self.scan(batch[:middle], spent=spent)
+            await self.scan(batch[middle:], spent=spent)
+            return
+        except ApiError as exc:
+            for client_id in batch:
+                self.recorder.error(client_id, exc, BATCH_API, spent + exc.attempts)
+            return
+        spent += attempts
+        missing = []
+        for client_id in batch:
+            online = answer.statuses.get(client_id)
+            if online is None:
+                missing.append(client_id)
+            else:
+                self.recorder.status(client_id, online, BATCH_API, answer.request_id, spent)
+        if missing and repeat and not self.control.stopping:
+            await self.scan(missing, spent=spent, repeat=False)
+        elif missing:
+            error = ApiError(
+                "MissingFromResponse",
+                "the batch answer did not include this client ID",
+                http_status=200,
+                request_id=answer.request_id,
+            )
+            for client_id in missing:
+                self.recorder.error(client_id, error, BATCH_API, spent)
+
+
+# The lane each mode scans with.
+LANES: dict[Mode, type[SingleLane] | type[BatchLane]] = {
+    "single": SingleLane,
+    "batch": BatchLane,
+}

@@ -1,0 +1,185 @@
+"""The scanner: client IDs in, one record per unique ID out, paced under the API's limits.
+
+::
+
+    feed (reader thread) ──► admission ──► work queue ──► lane(s) ──► emit(record)
+    (blocking I/O)           (dedup,       (bounded by    warm-up gate, pacer and
+                             validation)   the feed)      retry per attempt
+
+Concurrency (a lane's workers) and rate (its pacer) are separate controls; every HTTP
+attempt, retries included, takes a token from the pacer.
+
+A stop (SIGINT, SIGTERM, an account-wide error) stops the reader, lets calls on the
+wire finish within a grace period, and drops what was queued but not sent: those IDs
+have no record, so ``--resume`` scans them later and nothing is billed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fleetscan.dedup import SeenSet
+from fleetscan.engine.admit import Admission
+from fleetscan.engine.control import Control
+from fleetscan.engine.feed import Feed, ThreadFeed
+from fleetscan.engine.lanes import LANES, Lane, Session
+from fleetscan.engine.outcome import Outcome, outcome_of
+from fleetscan.engine.recorder import Recorder
+from fleetscan.engine.settings import ScanSettings
+from fleetscan.engine.stats import CallStats
+from fleetscan.engine.warmup import WarmUpGate
+from fleetscan.errors import ApiError
+from fleetscan.limiter import RateLimiter
+from fleetscan.pacer import Pacer
+from fleetscan.records import Record
+from fleetscan.summary import ScanCounters
+
+__all__ = ["Scanner"]
+
+
+class Scanner:
+    """Scans client IDs with one shared client and pacer; see the module docstring.
+
+    Usage, from a running event loop::
+
+        scanner = Scanner(client=client, settings=ScanSettings(instance_id="mqtt-cn-x"))
+        outcome = await scanner.run(ids, emit=writer.write)
+        print(scanner.counters.online, scanner.counters.calls_succeeded)
+
+    ``emit`` is called once per unique ID, on the event loop, as results arrive. The
+    pacer defaults to a `RateLimiter` at the settings' rate, built in the running loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Session,
+        settings: ScanSettings,
+        pacer: Pacer | None = None,
+        seen: SeenSet | None = None,
+        counters: ScanCounters | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.pacer = pacer
+        self.seen = seen if seen is not None else SeenSet()
+        self.counters = counters if counters is not None else ScanCounters()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.control = Control()
+        self.input_error: BaseException | None = None
+
+    # --- control ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the scan to stop gracefully (a signal handler calls this)."""
+        self.control.interrupt()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.control.interrupted
+
+    @property
+    def abort_error(self) -> ApiError | None:
+        return self.control.abort_error
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of(
+            aborted=self.control.abort_error is not None,
+            input_error=self.input_error is not None,
+            interrupted=self.control.interrupted,
+            errors=self.counters.errors,
+        )
+
+    # --- the run ---------------------------------------------------------------------
+
+    async def run(self, client_ids: Iterable[str], *, emit: Callable[[Record], None]) -> Outcome:
+        """Scan ``client_ids`` (read lazily, in a thread); return the outcome.
+
+        A malformed input line is raised once the IDs before it have their records.
+        """
+        feed = ThreadFeed(client_ids, room=self.settings.queue_size)
+        return await self.run_feed(feed, emit=emit)
+
+    async def run_feed(self, feed: Feed, *, emit: Callable[[Record], None]) -> Outcome:
+        """`run`, with the IDs delivered by ``feed``."""
+        settings = self.settings
+        control = self.control
+        counters = self.counters
+        if self.pacer is None:
+            self.pacer = RateLimiter(settings.rate)
+        recorder = Recorder(
+            instance_id=settings.instance_id, counters=counters, emit=emit, clock=self.clock
+        )
+        admit = Admission(counters, seen=self.seen, on_invalid=recorder.invalid).admit
+        lanes = self._lanes(self.pacer, recorder)
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        consumers = sum(lane.consumers for lane in lanes)
+
+        def on_id(client_id: str) -> None:
+            if not control.stopping and admit(client_id):
+                queue.put_nowait(client_id)
+            else:
+                feed.free()
+
+        def on_end(error: BaseException | None) -> None:
+            # A bad line ends the input, not the scan: what was read before it still
+            # gets its records, and --resume carries on once the file is fixed.
+            if error is not None and self.input_error is None:
+                self.input_error = error
+            for _ in range(consumers):
+                queue.put_nowait(None)
+
+        control.on_stop(feed.stop)  # before start: a scan stopped already reads nothing
+        feed.start(on_id, on_end)
+        tasks = [task for lane in lanes for task in lane.start(queue, feed)]
+        stop_wait = asyncio.create_task(control.wait())
+        try:
+            while not stop_wait.done() and not all(t.done() for t in tasks):
+                await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if control.stopping:
+                await self._drain(tasks)
+        finally:
+            stop_wait.cancel()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result  # a worker's bug: never hide it behind a clean summary
+        if self.input_error is not None:
+            raise self.input_error
+        return self.outcome
+
+    def _lanes(self, pacer: Pacer, recorder: Recorder) -> tuple[Lane[Any], ...]:
+        """The lane of the settings' mode, sharing the scan's gate, stop and counters."""
+        settings = self.settings
+        lane = LANES[settings.mode](
+            session=self.client,
+            pacer=pacer,
+            workers=settings.workers,
+            retry=settings.retry,
+            control=self.control,
+            gate=WarmUpGate(),
+            recorder=recorder,
+            stats=CallStats(self.counters, monotonic=self.monotonic),
+        )
+        return (lane,)
+
+    async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        """Cancel workers with nothing on the wire at once; give the others the grace
+        period, then cancel them too."""
+        on_wire = self.control.on_wire
+        for task in tasks:
+            if task not in on_wire:
+                task.cancel()
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.grace_seconds)
