@@ -20,7 +20,8 @@ fresh process whose peak RSS the parent reads with ``os.wait4``:
 - ``fleetscan scan`` of 20,000 and 200,000 IDs against an emulator in another process,
   writing records to a file. The CLI refuses more than 500 calls/s, which would make
   200,000 IDs a seven-minute scan; the child runs ``cli.main`` with that one check
-  lifted (the settings' account limit) (``--qps 1000000 --concurrency 251``, the default at 500/s), nothing else.
+  lifted (the settings' account limit; ``--qps 1000000 --concurrency 251``, the
+  default at 500/s), nothing else.
   The growth between the two scans is set against the growth of a bare `SeenSet`
   between the same sizes (the ``seenset`` child above).
 """

@@ -17,7 +17,7 @@ from fleetscan.credentials import (
     resolve_credentials,
 )
 from fleetscan.dedup import SeenSet
-from fleetscan.engine import Outcome, Scanner, ScanJob, ScanResult, ScanSettings, Target, scan
+from fleetscan.engine import Outcome, ScanJob, Scanner, ScanResult, ScanSettings, Target, scan
 from fleetscan.errors import (
     AccountError,
     ApiError,

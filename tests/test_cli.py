@@ -41,8 +41,8 @@ from fleetscan.emulator import (
     ThreadedEmulator,
     run_emulator_in_thread,
 )
-from fleetscan.records import INVALID_CODE
 from fleetscan.engine import scan
+from fleetscan.records import INVALID_CODE
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")

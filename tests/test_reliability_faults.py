@@ -55,12 +55,12 @@ from fleetscan.emulator import (
     run_emulator,
     run_emulator_in_thread,
 )
+from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.errors import ApiError
 from fleetscan.limiter import INCREASE_SHARE, RateLimiter
 from fleetscan.limits import Mode, api_for
 from fleetscan.records import Record, Status
 from fleetscan.retry import RetryPolicy
-from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.summary import ScanSummary
 
 REPO = Path(__file__).resolve().parent.parent

@@ -142,8 +142,14 @@ class Scanner:
         tasks = [task for lane in lanes for task in lane.start(queue, feed)]
         stop_wait = asyncio.create_task(control.wait())
         try:
-            while not stop_wait.done() and not all(t.done() for t in tasks):
-                await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            # Waits on the tasks still running only: with the finished ones in the set,
+            # the wait returned at once and the loop spun until the last call answered.
+            running = set(tasks)
+            while running and not stop_wait.done():
+                done, _ = await asyncio.wait(
+                    [*running, stop_wait], return_when=asyncio.FIRST_COMPLETED
+                )
+                running -= done
             if control.stopping:
                 await self._drain(tasks)
         finally:

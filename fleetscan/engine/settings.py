@@ -51,8 +51,7 @@ def checked_rate(mode: Mode, qps: float | None, *, account_qps: float | None = N
     limit = MAX_QPS[mode] if account_qps is None else account_qps
     if rate > limit:
         raise UsageError(
-            f"--qps {rate:g} is above the {limit:g} calls/s that {api_for(mode)} "
-            "allows an account"
+            f"--qps {rate:g} is above the {limit:g} calls/s that {api_for(mode)} allows an account"
         )
     return rate
 
