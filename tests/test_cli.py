@@ -26,7 +26,7 @@ import pytest
 from emulator_fixtures import ids
 
 from fleetscan import progress
-from fleetscan.cli import build_parser, main
+from fleetscan.cli import EXIT_CODES, build_parser, main
 from fleetscan.credentials import Credentials
 from fleetscan.emulator import (
     ACTION_BATCH,
@@ -41,7 +41,8 @@ from fleetscan.emulator import (
     ThreadedEmulator,
     run_emulator_in_thread,
 )
-from fleetscan.engine import scan
+from fleetscan.engine import Outcome, scan
+from fleetscan.errors import UsageError
 from fleetscan.records import INVALID_CODE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -810,3 +811,111 @@ def test_sigterm_then_resume_ends_with_each_id_exactly_once(tmp_path: Path) -> N
     assert resumed["ids_online"] + resumed["ids_offline"] + resumed["ids_invalid"] == len(
         final
     ) - len(done)
+
+
+# --- one set of rules, one outcome order ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "library"),
+    [
+        (["--qps", "501"], {"qps": 501}),
+        (["--mode", "batch", "--qps", "101"], {"mode": "batch", "qps": 101}),
+        (["--instance-id", "mqtt cn x"], {"instance_id": "mqtt cn x"}),
+    ],
+)
+def test_the_library_refuses_what_the_cli_refuses_with_the_same_message(
+    capsysbinary: pytest.CaptureFixture[bytes],
+    emu: ThreadedEmulator,
+    tmp_path: Path,
+    options: list[str],
+    library: dict[str, Any],
+) -> None:
+    run = cli(capsysbinary, *target(emu, id_file(tmp_path, ids(5))), *options)
+    assert run.code == 2
+    demo = Credentials(
+        access_key_id=DEFAULT_ACCESS_KEY_ID, access_key_secret=DEFAULT_ACCESS_KEY_SECRET
+    )
+    arguments: dict[str, Any] = {"instance_id": DEFAULT_INSTANCE_ID, **library}
+
+    async def first_record() -> None:
+        async for _ in scan(ids(5), endpoint=emu.url, credentials=demo, **arguments):
+            pass
+
+    with pytest.raises(UsageError) as refused:
+        asyncio.run(first_record())
+    assert f"fleetscan: {refused.value}\n" in run.err
+    assert emu.stats().requests == 0
+
+
+def test_an_abort_after_sigint_is_one_outcome_in_the_summary_and_the_exit_code(
+    tmp_path: Path,
+) -> None:
+    # The first call is on the wire when SIGINT comes, and its answer, two seconds
+    # later, is an account-wide refusal: the scan aborted, whatever else happened.
+    inputs = id_file(tmp_path, ids(50))
+    summary_file = tmp_path / "summary.json"
+    rule = FaultRule(code="InvalidAccessKeyId.Inactive", times=1, delay_ms=2000)
+    with run_emulator_in_thread(EmulatorConfig(limits=ROOMY, rules=(rule,))) as emu:
+        command = [sys.executable, "-m", "fleetscan", *target(emu, inputs)]
+        command += ["--summary", str(summary_file)]
+        scan_process = subprocess.Popen(
+            command,
+            env=subprocess_env(tmp_path),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while emu.stats().requests < 1:
+                assert scan_process.poll() is None, scan_process.communicate()
+                assert time.monotonic() < deadline, "the scan sent nothing"
+                time.sleep(0.01)
+            scan_process.send_signal(signal.SIGINT)
+            out, err = scan_process.communicate(timeout=15)
+        finally:
+            if scan_process.poll() is None:
+                scan_process.kill()
+                scan_process.communicate()
+        stats = emu.stats()
+    assert stats.requests == 1
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["outcome"] == "aborted"
+    assert "InvalidAccessKeyId.Inactive" in summary["abort_reason"]
+    assert scan_process.returncode == EXIT_CODES[Outcome.ABORTED] == 3, err.decode()
+    assert out == b""
+
+
+def test_resume_says_what_it_repaired_on_stderr_and_in_the_summary(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(20)
+    emu.control.add_rule(FaultRule(code="ServiceUnavailable", client_id=valid[4], times=1))
+    emu.control.add_rule(FaultRule(code="ServiceUnavailable", client_id=valid[9], times=1))
+    inputs = id_file(tmp_path, valid)
+    output = tmp_path / "out.ndjson"
+    first = cli(capsysbinary, *target(emu, inputs), "--max-attempts", "1", "-o", str(output))
+    assert first.code == 1
+    torn = b'{"client_id": "GID_test@@@dev'  # what a crash mid-write leaves
+    with open(output, "ab") as f:
+        f.write(torn)
+    summary_file = tmp_path / "summary.json"
+    again = cli(
+        capsysbinary,
+        *target(emu, inputs),
+        "--resume",
+        "-o",
+        str(output),
+        "--summary",
+        str(summary_file),
+    )
+    assert again.code == 0, again.err
+    torn_note = f"resume: cut a torn last line ({len(torn)} bytes) from {output}"
+    dropped_note = f"resume: dropped 2 error records from {output}"
+    assert torn_note in again.err
+    assert dropped_note in again.err
+    warnings = orjson.loads(summary_file.read_bytes())["warnings"]
+    assert any(w.startswith(torn_note) for w in warnings), warnings
+    assert any(w.startswith(dropped_note) for w in warnings), warnings
+    assert set(by_id(parse_records(output.read_bytes()))) == set(valid)
