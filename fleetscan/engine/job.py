@@ -160,8 +160,10 @@ class ScanJob:
         """Scan ``client_ids`` (read lazily, in a thread) and return how it ended.
 
         A malformed input line ends the reading and becomes ``input_error``; a usage or
-        credentials error before the first call is raised.
+        credentials error before the first call is raised. A job runs once.
         """
+        if self.scanner is not None:
+            raise RuntimeError("a ScanJob runs once: make a new one for another scan")
         for warning in self.settings.warnings:
             log.warning("%s", warning)
         if self.resume is not None:

@@ -165,17 +165,20 @@ class Scanner:
         return self.outcome
 
     def _lanes(self, pacer: Pacer, recorder: Recorder) -> tuple[Lane[Any], ...]:
-        """The lane of the settings' mode, sharing the scan's gate, stop and counters."""
+        """The lane of the settings' mode. Lanes share the scan's warm-up gate (one
+        connection pool warms up once), its stop and its counters."""
         settings = self.settings
+        gate = WarmUpGate()
+        stats = CallStats(self.counters, monotonic=self.monotonic)
         lane = LANES[settings.mode](
             session=self.client,
             pacer=pacer,
             workers=settings.workers,
             retry=settings.retry,
             control=self.control,
-            gate=WarmUpGate(),
+            gate=gate,
             recorder=recorder,
-            stats=CallStats(self.counters, monotonic=self.monotonic),
+            stats=stats,
         )
         return (lane,)
 
