@@ -61,19 +61,21 @@ log = logging.getLogger("fleetscan")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    _configure_logging(quiet=getattr(args, "quiet", False))
-    try:
-        code: int = args.handler(args)
-    except FleetscanError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    # First of all, before the heavy imports: a signal at any moment ends with 130.
+    with _signals_interrupt():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+                return int(exc.code or 0)
+            _configure_logging(quiet=getattr(args, "quiet", False))
+            code: int = args.handler(args)
+        except FleetscanError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
     return code
 
 
@@ -379,12 +381,11 @@ def _stdin() -> BinaryIO:
 
 def _run_scan(args: argparse.Namespace) -> int:
     run = _ScanRun(args)
-    with _signals_interrupt():
-        try:
-            return run.execute()
-        except KeyboardInterrupt:  # a signal before or after the scan took them over
-            run.interrupted_early = True
-            return run.finish()
+    try:
+        return run.execute()
+    except KeyboardInterrupt:  # a signal before or after the scan took them over
+        run.interrupted_early = True
+        return run.finish()
 
 
 class _ScanRun:
