@@ -18,6 +18,7 @@ whitespace; blank lines are skipped; IDs are case-sensitive.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -147,8 +148,14 @@ def _read_stream(
 ) -> Iterator[InputRow]:
     if encoding.startswith(("utf-16", "utf-32")):
         # Their line ends are not b"\n" alone: decode first, then read UTF-8 lines.
-        stream = _Recoded(stream, encoding)
-        encoding = "utf-8"
+        recoded = _Recoded(stream, encoding)
+        try:
+            yield from _read_stream(
+                recoded, source, is_csv, delimiter, column, "utf-8", stdin=stdin
+            )
+        finally:
+            recoded.detach()
+        return
     lines = _Lines(stream, source, encoding)
     if is_csv:
         yield from _csv_rows(lines, source, delimiter, column)
@@ -170,6 +177,11 @@ class _Recoded:
     def __init__(self, stream: _Readable, encoding: str) -> None:
         self._text = io.TextIOWrapper(stream, encoding=encoding, newline=None)  # type: ignore[type-var]
         self._encoding = encoding
+
+    def detach(self) -> None:
+        """Let go of the stream without closing it (its owner closes it)."""
+        with contextlib.suppress(ValueError):
+            self._text.detach()
 
     def readline(self, size: int = -1, /) -> bytes:
         try:
