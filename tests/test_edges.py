@@ -260,7 +260,8 @@ def test_resume_refuses_a_file_of_another_instance_naming_both_and_changes_nothi
         *scan_args(emu, str(ids_file(tmp_path)), "-o", "out.ndjson", "--resume"),
     )
     assert code == EXIT_USAGE
-    assert "mqtt-cn-other" in err and DEFAULT_INSTANCE_ID in err
+    assert "mqtt-cn-other" in err
+    assert DEFAULT_INSTANCE_ID in err
     assert (tmp_path / "out.ndjson").read_bytes() == data  # the error record not dropped
     assert calls(emu) == 0
 
@@ -313,7 +314,8 @@ def test_the_emulator_refuses_options_it_would_ignore(
 ) -> None:
     code, out, err = run(capsysbinary, "scan", "--emulator", str(ids_file(tmp_path)), *extra)
     assert code == EXIT_USAGE
-    assert extra[0] in err and "would be ignored" in err
+    assert extra[0] in err
+    assert "would be ignored" in err
     assert out == b""
 
 
@@ -327,7 +329,8 @@ def test_a_value_that_is_no_number_says_so(
     code, _, err = run(capsysbinary, "scan", option, "abc")
     assert code == EXIT_USAGE
     assert "'abc' is not a" in err
-    assert "_positive" not in err and "invalid" not in err
+    assert "_positive" not in err
+    assert "invalid" not in err
 
 
 # --- 16, 17: encodings and stdin ---------------------------------------------------------------
@@ -340,7 +343,8 @@ def test_a_windows_1252_csv_names_encoding_and_reads_with_it(
     path.write_bytes("client_id,site\nGID_edge@@@d1,Café\nGID_edge@@@d2,Zürich\n".encode("cp1252"))
     code, _, err = run(capsysbinary, *scan_args(emu, str(path)))
     assert code == EXIT_USAGE
-    assert "fleet.csv:2: not UTF-8" in err and "--encoding" in err
+    assert "fleet.csv:2: not UTF-8" in err
+    assert "--encoding" in err
     code, out, _ = run(capsysbinary, *scan_args(emu, str(path), "--encoding", "cp1252"))
     assert code == EXIT_OK
     assert sorted(orjson.loads(x)["client_id"] for x in out.splitlines()) == [
@@ -356,7 +360,8 @@ def test_utf_16_is_named_and_read_with_its_encoding(
     path.write_bytes("GID_edge@@@d1\r\nGID_edge@@@d2\r\n".encode("utf-16"))
     code, _, err = run(capsysbinary, *scan_args(emu, str(path)))
     assert code == EXIT_USAGE
-    assert "UTF-16" in err and "binary" not in err
+    assert "UTF-16" in err
+    assert "binary" not in err
     code, out, _ = run(capsysbinary, *scan_args(emu, str(path), "--encoding", "utf-16"))
     assert code == EXIT_OK
     assert len(out.splitlines()) == 2
@@ -379,7 +384,7 @@ def test_a_look_alike_character_is_named_by_its_code_point(
 ) -> None:
     path = tmp_path / "ids.txt"
     path.write_text("GID_edge@@@d\u0435v1\n", encoding="utf-8")  # a Cyrillic e
-    code, out, _ = run(capsysbinary, *scan_args(emu, str(path)))
+    _code, out, _ = run(capsysbinary, *scan_args(emu, str(path)))
     (record,) = [orjson.loads(x) for x in out.splitlines()]
     assert record["status"] == "invalid"
     assert "U+0435" in record["error"]["message"]
@@ -395,6 +400,7 @@ def test_a_header_on_stdin_is_named_and_not_scanned(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     code, out, err = run(capsysbinary, *scan_args(emu))
     assert code == EXIT_USAGE
-    assert "<stdin>:1:" in err and "--column client_id" in err
+    assert "<stdin>:1:" in err
+    assert "--column client_id" in err
     assert out == b""
     assert calls(emu) == 0
