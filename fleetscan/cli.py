@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan import __version__
 from fleetscan.errors import FleetscanError, UsageError
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
                 return int(exc.code or 0)
             _configure_logging(quiet=getattr(args, "quiet", False))
+            if args.handler is _run_scan:
+                _load_scan_modules()
+            _interrupts.now()
             code: int = args.handler(args)
         except FleetscanError as exc:
             log.error("%s", exc)
@@ -79,24 +82,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Interrupts:
+    """SIGINT and SIGTERM as KeyboardInterrupt, from the command's first line on.
+
+    While the modules load, a signal is only noted (an exception raised inside a C
+    extension's initialisation can crash the interpreter) and raised once they are in;
+    after that it is raised at once, wherever start-up is, and the scan's own handlers
+    take over while it runs. Either way: exit 130, the summary, no temporary file left.
+    """
+
+    def __init__(self) -> None:
+        self.deferred = True
+        self.pending = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.deferred:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def now(self) -> None:
+        """Modules loaded: raise a noted signal, and any later one at once."""
+        self.deferred = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+_interrupts = _Interrupts()
 
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM does what SIGINT does (KeyboardInterrupt) until the scan takes both over:
-    a signal at any moment of start-up ends with exit 130, the summary and no
-    temporary file left behind, not a bare 143 or a traceback."""
+    _interrupts.deferred, _interrupts.pending = True, False
+    previous: dict[signal.Signals, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _interrupts)
     except ValueError:  # not the main thread
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _load_scan_modules() -> None:
+    """Everything a scan imports, loaded while signals are only noted (see _Interrupts)."""
+    import fleetscan.client
+    import fleetscan.credentials
+    import fleetscan.destination
+    import fleetscan.inputs
+    import fleetscan.output
+    import fleetscan.progress
+    import fleetscan.scanner
+    import fleetscan.summary  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -721,5 +762,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) 
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-        if signal.SIGTERM in handled:  # removing it restored the default (exit 143)
-            signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        # Removing them restored the defaults (SIGTERM: exit 143): take them back.
+        for sig in handled:
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, _interrupts)

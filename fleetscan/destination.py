@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from typing import BinaryIO, cast
 
 from fleetscan.errors import UsageError
 
-__all__ = ["STDOUT", "OutputFile", "check_destinations", "write_atomically"]
+__all__ = ["STDOUT", "OutputFile", "check_destinations", "mkstemp_whole", "write_atomically"]
 
 # The name that means standard output wherever a destination file is taken.
 STDOUT = "-"
@@ -155,10 +156,7 @@ class OutputFile:
         if special:  # a device or a pipe: there is nothing to move into place
             self.stream = open(self.name, "wb")  # noqa: SIM115
             return
-        directory = os.path.dirname(os.path.abspath(self.name))
-        fd, self._tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(self.name)}.", suffix=".part"
-        )
+        fd, self._tmp = mkstemp_whole(self.name, ".part")
         self.stream = cast(BinaryIO, _CommitOnFlush(os.fdopen(fd, "wb"), self))
 
     @property
@@ -217,6 +215,25 @@ class _CommitOnFlush:
 
     def close(self) -> None:
         self._raw.close()
+
+
+def mkstemp_whole(beside: str, suffix: str) -> tuple[int, str]:
+    """A hidden temporary file next to ``beside``: (fd, path).
+
+    SIGINT and SIGTERM wait while it is created: a signal that landed between the file's
+    creation and the caller learning its name would leave it behind for good.
+    """
+    directory = os.path.dirname(os.path.abspath(beside))
+    prefix = f".{os.path.basename(beside)}."
+    signals = {signal.SIGINT, signal.SIGTERM}
+    try:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    except (AttributeError, OSError, ValueError):  # no sigmask here (Windows)
+        return tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    try:
+        return tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def write_atomically(name: str, data: bytes) -> None:

@@ -180,8 +180,8 @@ class OutageBreaker:
             await self.sleep(self.poll)
 
     async def verdict(self, since: float) -> bool:
-        """After a call that began at ``since`` failed for want of answers: True if it
-        is the outage's (the breaker opened), False if the service answered since."""
+        """After a call failed for want of answers at ``since`` (its last attempt): True
+        if it is the outage's (the breaker opened), False if the service answered since."""
         while True:
             if self.last_answer > since or self.failing_since is None:
                 return False

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import IO, BinaryIO
 import orjson
 
 from fleetscan.dedup import SeenSet
+from fleetscan.destination import mkstemp_whole
 from fleetscan.errors import InputError
 from fleetscan.records import Record, Status
 
@@ -378,19 +378,18 @@ def _rest_of_line(f: IO[bytes]) -> tuple[int, bool]:
 def _rewrite(name: str, instance_id: str | None) -> _Scan:
     directory = os.path.dirname(os.path.abspath(name))
     mode = stat.S_IMODE(os.stat(name).st_mode)
-    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-        dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".resume", delete=False
-    )
+    fd, tmp_name = mkstemp_whole(name, ".resume")
     try:
-        with tmp, open(name, "rb", buffering=1024 * 1024) as source:
+        with open(fd, "wb") as tmp, open(name, "rb", buffering=1024 * 1024) as source:
             scan = _Scan(name, out=tmp, instance_id=instance_id)
             scan.run(source)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp.name, mode)
-        os.replace(tmp.name, name)
-    except BaseException:
-        os.unlink(tmp.name)
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, name)
+    except BaseException:  # a signal too: no hidden file left behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
         raise
     _fsync_directory(directory)
     return scan

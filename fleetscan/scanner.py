@@ -447,16 +447,15 @@ class Scanner:
             self._warm = True
             self._warm_gate.release()
 
-    async def _outage_took(self, error: ApiError, started: float) -> bool:
-        """Whether a call begun at ``started`` failed because the service stopped
-        answering (then the ID is asked again, not recorded as an error)."""
+    async def _outage_took(self, error: ApiError) -> bool:
+        """Whether a call failed because the service stopped answering (then the ID is
+        asked again, not recorded as an error): it did if nothing answered since."""
         if not is_no_answer(error) or self._stopping:
             return False
-        return await self.breaker.verdict(started)
+        return await self.breaker.verdict(self.monotonic())
 
     async def _scan_one(self, client_id: str) -> None:
         while True:
-            started = self.monotonic()
             try:
                 answer, attempts = await self._call(lambda: self.client.query_session(client_id))
             except _Stopped:
@@ -464,7 +463,7 @@ class Scanner:
             except (AccountError, ResignError) as exc:
                 self._abort(exc)
             except ApiError as exc:
-                if await self._outage_took(exc, started):
+                if await self._outage_took(exc):
                     continue
                 self._record_error(client_id, exc, SINGLE_API)
             else:
@@ -474,7 +473,6 @@ class Scanner:
             return
 
     async def _scan_batch(self, batch: list[str], *, repeat: bool = True) -> None:
-        started = self.monotonic()
         try:
             answer, attempts = await self._call(lambda: self.client.batch_query_sessions(batch))
         except _Stopped:
@@ -492,7 +490,7 @@ class Scanner:
             await self._scan_batch(batch[middle:])
             return
         except ApiError as exc:
-            if await self._outage_took(exc, started):
+            if await self._outage_took(exc):
                 await self._scan_batch(batch, repeat=repeat)
                 return
             for client_id in batch:
