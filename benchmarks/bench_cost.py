@@ -296,14 +296,13 @@ async def _fleetscan(
     ) as client:
         # The one assembly path (as the command and the library run it), on one client
         # for both runs so the measured one starts with warm connections.
-        def job(sinks: list[Counting]) -> ScanJob:
-            pacer = RateLimiter(UNPACED_QPS)
-            return ScanJob(settings, session=client, pacer=pacer, sinks=sinks)
+        def job() -> ScanJob:
+            return ScanJob(settings, session=client, pacer=RateLimiter(UNPACED_QPS))
 
-        await job([]).run(warm)
+        await job().run(warm)
         counting = Counting(RecordWriter(sink))
         meter.start()
-        await job([counting]).run(ids)
+        await job().run(ids, sinks=[counting])
         return meter.stop(len(ids), counting.ok)
 
 

@@ -113,11 +113,9 @@ async def _machinery(sink: BinaryIO) -> float:
     settings = ScanSettings(
         instance_id="mqtt-cn-bench", qps=1_000_000, account_qps=1_000_000, concurrency=32
     )
-    job = ScanJob(
-        settings, session=Instant(), pacer=RateLimiter(1_000_000), sinks=[RecordWriter(sink)]
-    )
+    job = ScanJob(settings, session=Instant(), pacer=RateLimiter(1_000_000))
     start = time.process_time()
-    await job.run(ids)
+    await job.run(ids, sinks=[RecordWriter(sink)])
     return (time.process_time() - start) / len(ids) * 1e6
 
 

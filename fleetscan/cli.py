@@ -1,8 +1,9 @@
-"""The ``fleetscan`` command: parse, build the objects, run the library, map the outcome
-to a message and an exit code. ``main(argv)`` is callable in-process from tests.
+"""The ``fleetscan`` command: parse, check, run the library's scan (`ScanJob`), print,
+and map its outcome to an exit code. ``main(argv)`` is callable in-process from tests.
 
 Exit codes: 0 every ID has a final status; 1 some IDs ended in ``error``; 2 usage,
-input or credentials error; 3 aborted on an account-wide API error; 130 interrupted.
+input or credentials error; 3 aborted on an account-wide API error or an outage; 4 the
+output could not be written (a closed pipe, a full disk); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,22 +12,25 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan import __version__
 from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
-from fleetscan.limits import DEFAULT_QPS, MODES
+from fleetscan.limits import DEFAULT_QPS, MAX_CONCURRENCY, MODES
+from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 
 if TYPE_CHECKING:
     from fleetscan.credentials import Credentials
-    from fleetscan.engine import ScanResult, ScanSettings
-    from fleetscan.output import ResumeState
+    from fleetscan.destination import OutputFile
+    from fleetscan.engine import ScanJob, ScanSettings, Target
+    from fleetscan.output import RecordWriter
 
 __all__ = [
     "EXIT_ABORTED",
@@ -34,7 +38,9 @@ __all__ = [
     "EXIT_ERRORS",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_USAGE",
+    "MAX_CONCURRENCY",
     "main",
 ]
 
@@ -42,6 +48,7 @@ EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
 
 # The one map from how a scan ended to the exit code (the order between outcomes, when
@@ -51,6 +58,7 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
     Outcome.INPUT_ERROR: EXIT_USAGE,
     Outcome.ABORTED: EXIT_ABORTED,
+    Outcome.OUTPUT_ERROR: EXIT_OUTPUT,
     Outcome.INTERRUPTED: EXIT_INTERRUPTED,
 }
 
@@ -59,20 +67,84 @@ log = logging.getLogger("fleetscan")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    _configure_logging(quiet=getattr(args, "quiet", False))
-    try:
-        code: int = args.handler(args)
-    except FleetscanError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    # First of all, before the heavy imports: a signal at any moment ends with 130.
+    with _signals_interrupt():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+                return int(exc.code or 0)
+            _configure_logging(quiet=getattr(args, "quiet", False))
+            if args.handler is _run_scan:
+                _load_scan_modules()
+            _interrupts.now()
+            code: int = args.handler(args)
+        except FleetscanError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
     return code
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as KeyboardInterrupt, from the command's first line on.
+
+    While the modules load, a signal is only noted (an exception raised inside a C
+    extension's initialisation can crash the interpreter) and raised once they are in;
+    after that it is raised at once, wherever start-up is, and the scan's own handlers
+    take over while it runs. Either way: exit 130, the summary, no temporary file left.
+    """
+
+    def __init__(self) -> None:
+        self.deferred = True
+        self.pending = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.deferred:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def now(self) -> None:
+        """Modules loaded: raise a noted signal, and any later one at once."""
+        self.deferred = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+_interrupts = _Interrupts()
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    _interrupts.deferred, _interrupts.pending = True, False
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _interrupts)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _load_scan_modules() -> None:
+    """Everything a scan imports, loaded while signals are only noted (see _Interrupts)."""
+    import fleetscan.client
+    import fleetscan.credentials
+    import fleetscan.destination
+    import fleetscan.engine.job
+    import fleetscan.engine.library
+    import fleetscan.inputs
+    import fleetscan.output
+    import fleetscan.progress
+    import fleetscan.summary  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the embedded emulator on loopback and scan against it (a demo)",
     )
     calls = scan.add_argument_group("calls")
-    calls.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    calls.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help=f"requests in flight (at most {MAX_CONCURRENCY})",
+    )
     calls.add_argument(
         "--max-attempts",
         type=_positive_int,
@@ -125,11 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument(
         "--timeout", type=_positive_float, default=10.0, help="seconds per attempt (default 10)"
     )
+    calls.add_argument(
+        "--outage-timeout",
+        type=_positive_float,
+        default=DEFAULT_OUTAGE_TIMEOUT,
+        metavar="SECONDS",
+        help="stop when the service has given no answer for this long, leaving the rest "
+        f"for --resume (default {DEFAULT_OUTAGE_TIMEOUT:g})",
+    )
     output = scan.add_argument_group("output")
     output.add_argument(
-        "-o", "--output", metavar="FILE", help="NDJSON destination (default stdout)"
+        "-o", "--output", metavar="FILE", help="NDJSON destination (default or -: stdout)"
     )
-    output.add_argument("--summary", metavar="FILE", help="write the summary as one JSON document")
+    output.add_argument(
+        "--summary", metavar="FILE", help="write the summary as one JSON document (-: stdout)"
+    )
     output.add_argument(
         "--resume",
         action="store_true",
@@ -177,6 +263,11 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="files of client IDs (.csv, text, .gz of either), or - / nothing for stdin",
     )
     parser.add_argument("--column", help="the CSV column holding client IDs")
+    parser.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the inputs' text encoding (default utf-8; e.g. cp1252, utf-16)",
+    )
 
 
 def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,21 +300,31 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be zero or a positive number")
     return value
@@ -261,7 +362,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
     rates[args.mode] = checked_rate(args.mode, args.qps)
     for warning in rate_warnings(args.mode, rates[args.mode]):
         log.warning("%s", warning)
-    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin())
+    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
     valid = counters.unique - counters.invalid
@@ -303,58 +404,192 @@ def _stdin() -> BinaryIO:
 
 
 def _run_scan(args: argparse.Namespace) -> int:
+    run = _ScanRun(args)
+    try:
+        return run.execute()
+    except KeyboardInterrupt:  # a signal before or after the scan took them over
+        return run.finish(interrupted=True)
+
+
+class _ScanRun:
+    """One ``fleetscan scan``: the checks, the library's scan, the summary and the exit
+    code. Everything that can be refused is refused before a file is opened for
+    writing or a call is made (see `execute`)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.job: ScanJob | None = None
+        self.writer: RecordWriter | None = None
+        self.output: OutputFile | None = None
+
+    def execute(self) -> int:
+        from fleetscan.client import check_endpoint, endpoint_for_region, make_ssl_context
+        from fleetscan.destination import check_destinations
+        from fleetscan.engine import ScanJob
+        from fleetscan.inputs import read_client_ids
+
+        args = self.args
+        if args.emulator:
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in ("endpoint", "instance_id", "region", "profile")
+                if getattr(args, name)
+            ]
+            if given:
+                raise UsageError(
+                    f"--emulator scans the embedded emulator; {', '.join(given)} would be "
+                    "ignored: drop them, or drop --emulator"
+                )
+        if args.resume and args.output in (None, "-"):
+            raise UsageError("--resume needs -o FILE: it continues the scan written there")
+        # The library's rules (the account's rate limit, the instance ID, concurrency).
+        settings = _settings(args)
+        if not args.emulator:
+            # Before the credentials chain: a refused endpoint must not first send
+            # requests to the metadata service or a credentials URI.
+            if args.endpoint is not None:
+                check_endpoint(args.endpoint)
+            if args.region is not None:
+                endpoint_for_region(args.region)
+        if args.ca_bundle is not None:
+            make_ssl_context(args.ca_bundle)
+        check_destinations(
+            output=args.output, summary=args.summary, inputs=args.inputs, resume=args.resume
+        )
+        rows = read_client_ids(
+            args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding
+        )
+        self.job = ScanJob(settings, target=_target(args))
+        asyncio.run(self._main(row.client_id for row in rows))
+        return self.finish()
+
+    async def _main(self, client_ids: Iterator[str]) -> None:
+        job = self.job
+        assert job is not None
+        async with _demo_emulator(self.args.emulator) as demo:
+            if demo is not None:
+                url, key = demo
+                job.target = dataclasses.replace(job.target, endpoint=url, credentials=key)
+            # The credentials before the output: a missing key writes nothing.
+            await job.prepare()
+            await self._scan(job, client_ids)
+
+    async def _scan(self, job: ScanJob, client_ids: Iterator[str]) -> None:
+        from fleetscan.destination import OutputFile
+        from fleetscan.output import RecordWriter, prepare_resume
+        from fleetscan.progress import LineTotal, Progress
+
+        args = self.args
+        state = (
+            prepare_resume(args.output, instance_id=job.settings.instance_id)
+            if args.resume
+            else None
+        )
+        output = self.output = OutputFile(args.output, resume=args.resume)
+        keep_empty = False
+        try:
+            writer = self.writer = RecordWriter(output.stream, on_error=self._output_failed)
+            show = not args.quiet and (args.progress or sys.stderr.isatty())
+            # A live line on the terminal that also shows the records would run into
+            # them: then progress comes as whole log lines (with --progress) or not at all.
+            records_on_terminal = output.name is None and _isatty(sys.stdout)
+            live = sys.stderr.isatty() and not records_on_terminal
+            if records_on_terminal and not args.progress:
+                show = False
+            progress = Progress(
+                job.counters,
+                stream=sys.stderr,
+                live=live,
+                # Counting the input's lines reads it once more: only when progress shows.
+                total=LineTotal(args.inputs) if show else lambda: None,
+            )
+            with _stop_on_signals(asyncio.get_running_loop(), job.stop):
+                result = await job.run(
+                    client_ids, sinks=[writer], resume=state, progress=progress if show else None
+                )
+            keep_empty = result.outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ERRORS)
+        finally:
+            # A run that wrote no record and did not complete leaves an earlier file be.
+            output.close(keep_empty=keep_empty)
+
+    def _output_failed(self, error: OSError) -> None:
+        if self.job is not None:
+            self.job.output_failed(error)
+        if self.output is not None and self.output.name is None:
+            # stdout is gone: point fd 1 at /dev/null, so nothing at exit writes to it again.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+
+    def finish(self, *, interrupted: bool = False) -> int:
+        """Write and print the summary; the exit code of the outcome."""
+        from fleetscan.destination import write_atomically
+
+        args = self.args
+        job = self.job
+        if job is None:  # a signal during the checks: nothing was read, written or sent
+            log.error("interrupted before the scan started")
+            return EXIT_INTERRUPTED
+        if interrupted:
+            job.stop()
+        result = job.result()
+        lost = self.writer.lost if self.writer is not None else 0
+        reason = None
+        if result.output_error is not None:
+            reason = _describe_output_error(result.output_error, args.output)
+        summary = result.summary(
+            instance_tps=args.instance_tps,
+            price_per_million=args.price_per_million,
+            lost=lost,
+            abort_reason=reason,
+        )
+        if args.summary:
+            try:
+                write_atomically(args.summary, summary.to_json())
+            except OSError as exc:
+                log.error("cannot write the summary to %s: %s", args.summary, exc.strerror or exc)
+        if not args.quiet:
+            with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+                sys.stderr.write(summary.to_text())
+                sys.stderr.flush()
+        if reason is not None:
+            log.error("stopped: %s", reason)
+        if result.input_error is not None:
+            log.error("%s", result.input_error)
+            log.error("the IDs read before it have their records; fix the input, then --resume")
+        if result.abort_error is not None:
+            log.error("stopped: %s", result.abort_error)
+        return EXIT_CODES[result.outcome]
+
+
+def _settings(args: argparse.Namespace) -> ScanSettings:
+    """The scan's settings from the options: the library checks them."""
     from fleetscan.engine import ScanSettings
-    from fleetscan.inputs import read_client_ids
-    from fleetscan.output import prepare_resume
     from fleetscan.retry import RetryPolicy
 
-    if args.resume and not args.output:
-        raise UsageError("--resume needs -o FILE: it continues the scan written there")
     if args.emulator:
         from fleetscan.emulator import EmulatorConfig
 
-        instance_id: str = EmulatorConfig().instance_ids[0]
+        instance_id = EmulatorConfig().instance_ids[0]
     else:
         instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID") or ""
         if not instance_id:
             raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
-    # The library's rules (the account's rate limit, the instance ID), before any call.
-    settings = ScanSettings(
+    return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,
         qps=args.qps,
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
+        outage_timeout=args.outage_timeout,
     )
-    # Before any call: a missing input file or a broken output file is a usage error.
-    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin())
-    state = prepare_resume(args.output) if args.resume else None
-    output: BinaryIO = (
-        open(args.output, "ab" if args.resume else "wb")  # noqa: SIM115 - closed below
-        if args.output
-        else sys.stdout.buffer
-    )
-    try:
-        result = asyncio.run(_scan(args, settings, (row.client_id for row in rows), output, state))
-    finally:
-        if output is not sys.stdout.buffer:
-            output.close()
-    return _finish(args, result)
 
 
-async def _scan(
-    args: argparse.Namespace,
-    settings: ScanSettings,
-    client_ids: Iterator[str],
-    output: BinaryIO,
-    state: ResumeState | None,
-) -> ScanResult:
-    """Run the library's scan; the demo runs it against the embedded emulator."""
-    from fleetscan.engine import ScanJob, Target
-    from fleetscan.output import RecordWriter
-    from fleetscan.progress import LineTotal, Progress
+def _target(args: argparse.Namespace) -> Target:
+    from fleetscan.engine import Target
 
-    target = Target(
+    return Target(
         region=args.region,
         endpoint=args.endpoint,
         profile=args.profile,
@@ -362,20 +597,6 @@ async def _scan(
         attempt_timeout=args.timeout,
         ca_bundle=args.ca_bundle,
     )
-    async with _demo_emulator(args.emulator) as demo:
-        if demo is not None:
-            target = dataclasses.replace(target, endpoint=demo[0], credentials=demo[1])
-        job = ScanJob(settings, target=target, sinks=[RecordWriter(output)], resume=state)
-        show = not args.quiet and (args.progress or sys.stderr.isatty())
-        progress = Progress(
-            job.counters,
-            stream=sys.stderr,
-            live=sys.stderr.isatty(),
-            # Counting the input's lines reads it once more: only when progress shows.
-            total=LineTotal(args.inputs) if show else lambda: None,
-        )
-        with _stop_on_signals(asyncio.get_running_loop(), job.stop):
-            return await job.run(client_ids, progress=progress if show else None)
 
 
 @contextlib.asynccontextmanager
@@ -406,22 +627,22 @@ async def _demo_emulator(wanted: bool) -> AsyncIterator[tuple[str, Credentials] 
         yield emulator.url, demo_key
 
 
-def _finish(args: argparse.Namespace, result: ScanResult) -> int:
-    """Write and print the summary; the exit code of the outcome."""
-    summary = result.summary(
-        instance_tps=args.instance_tps, price_per_million=args.price_per_million
+def _describe_output_error(error: OSError, output: str | None) -> str:
+    where = "stdout" if output in (None, "-") else output
+    name = errno.errorcode.get(error.errno or 0, "")
+    why = error.strerror or str(error)
+    label = f"{why} ({name})" if name else why
+    return (
+        f"cannot write the records to {where}: {label}; nothing more was sent, "
+        "and --resume -o FILE finishes the scan"
     )
-    if args.summary:
-        with open(args.summary, "wb") as f:
-            f.write(summary.to_json())
-    if not args.quiet:
-        sys.stderr.write(summary.to_text())
-    if result.input_error is not None:
-        log.error("%s", result.input_error)
-        log.error("the IDs read before it have their records; fix the input, then --resume")
-    if result.abort_error is not None:
-        log.error("stopped: %s", result.abort_error)
-    return EXIT_CODES[result.outcome]
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 @contextlib.contextmanager
@@ -439,3 +660,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) 
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+        # Removing them restored the defaults (SIGTERM: exit 143): take them back.
+        for sig in handled:
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, _interrupts)

@@ -35,6 +35,7 @@ from tenacity.wait import wait_base
 from fleetscan.errors import ApiError, ResignError, ThrottledError, TransientError
 
 if TYPE_CHECKING:
+    from fleetscan.outage import RetryBudget
     from fleetscan.pacer import Pacer
 
 __all__ = [
@@ -124,21 +125,32 @@ async def call_with_retry(
     limiter: Pacer | None = None,
     on_attempt: Callable[[BaseException | None], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    budget: RetryBudget | None = None,
 ) -> tuple[T, int]:
     """Run ``attempt`` until it succeeds or the policy gives up; return (result, attempts).
 
     ``attempt`` must sign and send afresh each time it is called. ``on_attempt`` is
     told each attempt's outcome (None on success) for counters. On final failure the
     last exception is raised; when it is an ApiError its ``attempts`` is set.
+    ``budget``, shared by every call of a scan, pays for each retry; when it is empty
+    the call fails at once with its last error, and a success pays it back.
     """
     attempts = 0
     resigns = 0
+    spent = 0
 
     def retryable(exc: BaseException) -> bool:
-        nonlocal resigns
+        nonlocal resigns, spent
         if isinstance(exc, ResignError):
             resigns += 1
-        return is_retryable(exc, resigns=resigns)
+        if not is_retryable(exc, resigns=resigns):
+            return False
+        if budget is not None:
+            cost = budget.spend(exc)
+            if cost is None:
+                return False  # the budget is empty: fail fast
+            spent += cost
+        return True
 
     async def once() -> T:
         nonlocal attempts
@@ -155,6 +167,8 @@ async def call_with_retry(
             raise
         if limiter is not None:
             limiter.on_success()
+        if budget is not None:
+            budget.earn(spent)
         if on_attempt is not None:
             on_attempt(None)
         return result

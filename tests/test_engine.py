@@ -409,10 +409,8 @@ class ListSink:
 
 async def test_a_job_hands_every_record_to_every_sink_then_flushes_to_disk_and_closes() -> None:
     first, second = ListSink(), ListSink()
-    job = ScanJob(
-        settings(), session=FakeApi(latency=0.001), pacer=RateLimiter(300), sinks=[first, second]
-    )
-    result = await job.run([*ids(30), *ids(5), "not-an-id"])
+    job = ScanJob(settings(), session=FakeApi(latency=0.001), pacer=RateLimiter(300))
+    result = await job.run([*ids(30), *ids(5), "not-an-id"], sinks=[first, second])
     assert result.outcome is Outcome.COMPLETED
     assert len(first.records) == 31
     assert first.records == second.records

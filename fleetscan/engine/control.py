@@ -1,8 +1,10 @@
 """The scan's stop state, shared by the scanner and its lanes.
 
-A stop (SIGINT, SIGTERM, an account-wide error, a library caller leaving early) is
-one flag the lanes read before each unit and each attempt, and one event the
-scanner awaits. Nothing new goes on the wire once it is set.
+A stop (SIGINT, SIGTERM, an account-wide error, an outage past its timeout, an output
+that cannot be written, a library caller leaving early) is one flag the lanes read
+before each unit and each attempt, and one event the scanner awaits. Nothing new goes
+on the wire once it is set. A second interrupt hurries the stop: the calls on the wire
+are not waited for.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetscan.errors import ApiError
+from fleetscan.outage import OutageOver
 
 __all__ = ["Control", "Stopped"]
 
@@ -23,29 +26,50 @@ class Stopped(Exception):
 class Control:
     """Whether the scan is stopping, why, and which workers have a request on the wire."""
 
-    __slots__ = ("_event", "_listeners", "abort_error", "interrupted", "on_wire", "stopping")
+    __slots__ = (
+        "_event",
+        "_hurry",
+        "_listeners",
+        "abort_error",
+        "interrupted",
+        "on_wire",
+        "output_error",
+        "stopping",
+    )
 
     def __init__(self) -> None:
         # Set once a stop is asked for: no new unit is taken, no new attempt sent.
         self.stopping = False
         self.interrupted = False
-        self.abort_error: ApiError | None = None
+        self.abort_error: ApiError | OutageOver | None = None
+        self.output_error: OSError | None = None
         # Workers with a request on the wire: a stop gives these (only) the grace period.
         # Those queued on the pacer or backing off have sent nothing to wait for.
         self.on_wire: set[asyncio.Task[Any]] = set()
         self._event: asyncio.Event | None = None
+        # Set by a second interrupt: the calls on the wire are not waited for.
+        self._hurry: asyncio.Event | None = None
         # Called once, at the first stop (the feed stops reading).
         self._listeners: list[Callable[[], None]] = []
 
     def interrupt(self) -> None:
-        """A stop asked from outside (a signal, a caller)."""
+        """A stop asked from outside (a signal, a caller); a second one hurries it."""
+        if self.interrupted and self._hurry is not None:
+            self._hurry.set()
         self.interrupted = True
         self._begin_stop()
 
-    def abort(self, error: ApiError) -> None:
-        """An account-wide error: every other call would fail the same way."""
+    def abort(self, error: ApiError | OutageOver) -> None:
+        """An account-wide error, or an outage past its timeout: every other call would
+        fail the same way."""
         if self.abort_error is None:
             self.abort_error = error
+        self._begin_stop()
+
+    def output_failed(self, error: OSError) -> None:
+        """The records can no longer be written: send nothing more."""
+        if self.output_error is None:
+            self.output_error = error
         self._begin_stop()
 
     def on_stop(self, callback: Callable[[], None]) -> None:
@@ -62,6 +86,12 @@ class Control:
             if self.stopping:
                 self._event.set()
         await self._event.wait()
+
+    async def hurried(self) -> None:
+        """Return once a second interrupt asks not to wait for the calls on the wire."""
+        if self._hurry is None:
+            self._hurry = asyncio.Event()
+        await self._hurry.wait()
 
     def _begin_stop(self) -> None:
         if self.stopping:

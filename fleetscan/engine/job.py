@@ -1,18 +1,18 @@
 """One scan, assembled from its settings: the one place a scan is put together.
 
 ``fleetscan scan``, the library's `fleetscan.scan` and the benchmarks all run a scan
-through `ScanJob`: it connects the client (unless given one), builds the pacer, the
-scanner and its lanes, hands records to the sinks (flushed every ``flush_interval``
-and once more, to disk, at the end), runs a progress hook, and keeps the collector
-off the pacing. It returns a `ScanResult` whose `Outcome` the caller maps to what it
-shows: the command to an exit code, the library to an exception.
+through `ScanJob`: it resolves the credentials, connects the client (unless given
+one), builds the pacer, the scanner and its lanes, hands records to the sinks (flushed
+every ``flush_interval`` and once more, to disk, at the end), runs a progress hook,
+and keeps the collector off the pacing. It returns a `ScanResult` whose `Outcome` the
+caller maps to what it shows: the command to an exit code, the library to an
+exception.
 
 Usage, from a running event loop::
 
-    job = ScanJob(ScanSettings(instance_id="mqtt-cn-x"), target=Target(region="cn-hangzhou"),
-                  sinks=[RecordWriter(out)])
+    job = ScanJob(ScanSettings(instance_id="mqtt-cn-x"), target=Target(region="cn-hangzhou"))
     loop.add_signal_handler(signal.SIGINT, job.stop)
-    result = await job.run(client_ids)
+    result = await job.run(client_ids, sinks=[RecordWriter(out)])
     print(result.outcome, result.summary().to_text())
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -29,12 +30,13 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from fleetscan.client import DEFAULT_TIMEOUT, connect
-from fleetscan.credentials import Credentials, CredentialsProvider
+from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
-from fleetscan.engine.outcome import Outcome
+from fleetscan.engine.outcome import Outcome, outcome_of
 from fleetscan.engine.scanner import Scanner
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.errors import ApiError, FleetscanError
+from fleetscan.outage import OutageOver
 from fleetscan.output import FLUSH_INTERVAL, ResumeState
 from fleetscan.pacer import Pacer
 from fleetscan.sink import Sink, Tee
@@ -47,7 +49,11 @@ log = logging.getLogger("fleetscan")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
-    """Where and as whom to scan: the endpoint, credentials and transport."""
+    """Where and as whom to scan: the endpoint, credentials and transport.
+
+    Without ``credentials`` the chain of `fleetscan.resolve_credentials` finds them
+    (and maybe the region); the endpoint is ``endpoint`` if given, else the region's.
+    """
 
     region: str | None = None
     endpoint: str | None = None
@@ -71,8 +77,8 @@ class ScanResult:
     """How a scan ended, and what it did.
 
     ``input_error`` is the malformed input line that ended the reading (the IDs read
-    before it have their records); ``warnings`` what the summary adds (what resume
-    repaired in the output file).
+    before it have their records); ``output_error`` what stopped the records being
+    written; ``warnings`` what the summary adds (what resume repaired in the output).
     """
 
     outcome: Outcome
@@ -81,8 +87,9 @@ class ScanResult:
     started_at: datetime
     ended_at: datetime
     duration_seconds: float
-    abort_error: ApiError | None = None
+    abort_error: ApiError | OutageOver | None = None
     input_error: FleetscanError | None = None
+    output_error: OSError | None = None
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -91,9 +98,24 @@ class ScanResult:
         return max(0, self.counters.unique - self.counters.done)
 
     def summary(
-        self, *, instance_tps: float | None = None, price_per_million: float | None = None
+        self,
+        *,
+        instance_tps: float | None = None,
+        price_per_million: float | None = None,
+        lost: int = 0,
+        abort_reason: str | None = None,
     ) -> ScanSummary:
+        """The summary. ``lost``: records a sink could not write after it failed (their
+        IDs count as not scanned); ``abort_reason`` replaces the error's own words."""
         abort = self.abort_error
+        warnings = list(self.warnings)
+        if lost:
+            warnings.append(
+                f"{lost} records could not be written after the output failed; "
+                "--resume scans those IDs again"
+            )
+        if abort_reason is None and abort is not None:
+            abort_reason = str(abort)
         return ScanSummary.build(
             self.counters,
             mode=self.settings.mode,
@@ -103,12 +125,12 @@ class ScanResult:
             started_at=self.started_at,
             ended_at=self.ended_at,
             duration_seconds=self.duration_seconds,
-            not_scanned=self.not_scanned,
+            not_scanned=self.not_scanned + lost,
             instance_tps=instance_tps,
             price_per_million=price_per_million,
             outcome=self.outcome.value,
-            abort_reason=str(abort) if abort is not None else None,
-            warnings=self.warnings,
+            abort_reason=abort_reason,
+            warnings=tuple(warnings),
         )
 
 
@@ -116,9 +138,8 @@ class ScanJob:
     """Builds and runs one scan from ``settings``; see the module docstring.
 
     ``session`` replaces the client `connect` would build from ``target`` (tests,
-    benchmarks); ``pacer`` the `RateLimiter` at the settings' rate; ``resume`` is what
-    `fleetscan.output.prepare_resume` found in the output file: its IDs are skipped and
-    what it repaired is reported. ``freeze_gc`` keeps the collector off the pacing.
+    benchmarks); ``pacer`` the `RateLimiter` at the settings' rate. ``freeze_gc``
+    keeps the collector off the pacing. A job runs once.
     """
 
     def __init__(
@@ -126,8 +147,6 @@ class ScanJob:
         settings: ScanSettings,
         *,
         target: Target | None = None,
-        sinks: Sequence[Sink] = (),
-        resume: ResumeState | None = None,
         session: Session | None = None,
         pacer: Pacer | None = None,
         freeze_gc: bool = True,
@@ -135,79 +154,156 @@ class ScanJob:
     ) -> None:
         self.settings = settings
         self.target = target if target is not None else Target()
-        self.sink: Sink = sinks[0] if len(sinks) == 1 else Tee(sinks)
-        self.resume = resume
         self.session = session
         self.pacer = pacer
         self.freeze_gc = freeze_gc
         self.flush_interval = flush_interval
-        self.counters = ScanCounters(resumed=resume.carried_over if resume else 0)
-        # Into the summary: what resume repaired (the rate's warning is said at start).
-        self.warnings = resume.repairs if resume else ()
+        # Live from the start: a progress display may hold them before the run.
+        self.counters = ScanCounters()
         self.scanner: Scanner | None = None
-        # A stop asked before the scanner exists (a signal during connect).
+        self.started_at = datetime.now(UTC)
+        self._started: float | None = None
+        self._ended: tuple[datetime, float] | None = None
+        self._input_error: FleetscanError | None = None
+        # Into the summary: what resume repaired (the rate's warning is said at start).
+        self._warnings: tuple[str, ...] = ()
+        self._prepared = False
+        # A stop, or an output failure, before the scanner exists (a signal during
+        # connect): handed to it when it does.
         self._stopped = False
+        self._output_error: OSError | None = None
+
+    # --- control -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop gracefully: calls on the wire finish, nothing new is sent."""
+        """Stop gracefully: calls on the wire finish, nothing new is sent; a second
+        stop does not wait for the calls on the wire."""
         self._stopped = True
         if self.scanner is not None:
             self.scanner.stop()
 
-    async def run(
-        self, client_ids: Iterable[str], *, progress: ProgressHook | None = None
-    ) -> ScanResult:
-        """Scan ``client_ids`` (read lazily, in a thread) and return how it ended.
-
-        A malformed input line ends the reading and becomes ``input_error``; a usage or
-        credentials error before the first call is raised. A job runs once.
-        """
+    def output_failed(self, error: OSError) -> None:
+        """A sink can no longer write (a closed pipe, a full disk): send nothing more."""
+        if self._output_error is None:
+            self._output_error = error
         if self.scanner is not None:
+            self.scanner.output_failed(error)
+
+    # --- the run -------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Resolve the credentials (and the region they bring) now, so that what can be
+        refused is refused before anything is written; `run` does it if not done."""
+        if self._prepared:
+            return
+        self._prepared = True
+        target = self.target
+        if self.session is None and target.credentials is None:
+            resolved = await resolve_credentials(profile=target.profile)
+            self.target = dataclasses.replace(
+                target, credentials=resolved.provider, region=target.region or resolved.region
+            )
+
+    async def run(
+        self,
+        client_ids: Iterable[str],
+        *,
+        sinks: Sequence[Sink] = (),
+        resume: ResumeState | None = None,
+        progress: ProgressHook | None = None,
+    ) -> ScanResult:
+        """Scan ``client_ids`` (read lazily, in a thread) into ``sinks``; how it ended.
+
+        ``resume`` is what `fleetscan.output.prepare_resume` found in the output file:
+        its IDs are skipped and what it repaired is reported. A malformed input line
+        ends the reading and becomes ``input_error``; a usage or credentials error
+        before the first call is raised.
+        """
+        if self._started is not None:
             raise RuntimeError("a ScanJob runs once: make a new one for another scan")
+        self._started = time.monotonic()
         for warning in self.settings.warnings:
             log.warning("%s", warning)
-        if self.resume is not None:
-            self._report_resume(self.resume)
-        started_at = datetime.now(UTC)
-        started = time.monotonic()
-        input_error: FleetscanError | None = None
-        async with self._session() as session:
-            scanner = self.scanner = Scanner(
-                client=session,
-                settings=self.settings,
-                pacer=self.pacer,
-                seen=self.resume.seen if self.resume else None,
-                counters=self.counters,
+        if resume is not None:
+            self.counters.resumed = resume.carried_over
+            self._warnings = resume.repairs
+            self._report_resume(resume)
+        await self.prepare()
+        sink: Sink = sinks[0] if len(sinks) == 1 else Tee(sinks)
+        try:
+            async with self._session() as session:
+                scanner = self.scanner = Scanner(
+                    client=session,
+                    settings=self.settings,
+                    pacer=self.pacer,
+                    seen=resume.seen if resume is not None else None,
+                    counters=self.counters,
+                )
+                if self._output_error is not None:
+                    scanner.output_failed(self._output_error)
+                if self._stopped:
+                    scanner.stop()
+                await self._scan(scanner, client_ids, sink, progress)
+        finally:
+            self._ended = (datetime.now(UTC), time.monotonic() - self._started)
+        return self.result()
+
+    async def _scan(
+        self,
+        scanner: Scanner,
+        client_ids: Iterable[str],
+        sink: Sink,
+        progress: ProgressHook | None,
+    ) -> None:
+        background = [asyncio.create_task(self._flush_every(sink))]
+        if progress is not None:
+            background.append(asyncio.create_task(progress.run()))
+        with self._gc_frozen():
+            try:
+                await scanner.run(client_ids, emit=sink.write)
+            except FleetscanError as exc:  # a malformed line: what came before is kept
+                self._input_error = exc
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                sink.flush(fsync=True)
+                sink.close()
+                if progress is not None:
+                    progress.clear()
+
+    def result(self) -> ScanResult:
+        """How the scan ended, or stands: also for a job stopped before it ran."""
+        scanner = self.scanner
+        if scanner is not None:
+            outcome = scanner.outcome
+            abort_error = scanner.abort_error
+            output_error = scanner.output_error
+        else:
+            abort_error, output_error = None, self._output_error
+            outcome = outcome_of(
+                output_error=output_error is not None,
+                aborted=False,
+                input_error=False,
+                interrupted=self._stopped,
+                errors=0,
             )
-            if self._stopped:
-                scanner.stop()
-            sink = self.sink
-            background = [asyncio.create_task(self._flush_every(sink))]
-            if progress is not None:
-                background.append(asyncio.create_task(progress.run()))
-            with self._gc_frozen():
-                try:
-                    await scanner.run(client_ids, emit=sink.write)
-                except FleetscanError as exc:  # a malformed line: what came before is kept
-                    input_error = exc
-                finally:
-                    for task in background:
-                        task.cancel()
-                    await asyncio.gather(*background, return_exceptions=True)
-                    sink.flush(fsync=True)
-                    sink.close()
-                    if progress is not None:
-                        progress.clear()
+        if self._ended is not None:
+            ended_at, duration = self._ended
+        else:
+            ended_at = datetime.now(UTC)
+            duration = 0.0 if self._started is None else time.monotonic() - self._started
         return ScanResult(
-            outcome=scanner.outcome,
+            outcome=outcome,
             settings=self.settings,
             counters=self.counters,
-            started_at=started_at,
-            ended_at=datetime.now(UTC),
-            duration_seconds=time.monotonic() - started,
-            abort_error=scanner.abort_error,
-            input_error=input_error,
-            warnings=self.warnings,
+            started_at=self.started_at,
+            ended_at=ended_at,
+            duration_seconds=duration,
+            abort_error=abort_error,
+            input_error=self._input_error,
+            output_error=output_error,
+            warnings=self._warnings,
         )
 
     @contextlib.asynccontextmanager

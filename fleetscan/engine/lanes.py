@@ -8,8 +8,10 @@
 
 A lane takes IDs from the scan's admission queue until it reads an end marker (one per
 consumer, `Lane.consumers`), so two lanes can share one queue. Every attempt passes
-the scan's warm-up gate, then the lane's pacer, inside the retry policy; what the
-answer says becomes records through the scan's `Recorder`.
+the scan's warm-up gate, then the lane's pacer and the scan's outage breaker, inside
+the retry policy and the scan's retry budget; what the answer says becomes records
+through the scan's `Recorder`. A call that failed because the service stopped
+answering is the outage's, not the ID's: it is asked again (`fleetscan.outage`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError
 from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API, Mode
+from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget, is_no_answer
 from fleetscan.pacer import Pacer
 from fleetscan.retry import RetryPolicy, call_with_retry
 
@@ -68,6 +71,7 @@ class Lane(Generic[S]):
 
     ``session`` is what the lane calls (one method of the API client); ``pacer``
     spaces its attempts; ``stats`` counts them; ``recorder`` turns answers into records.
+    ``budget`` and ``breaker`` are the scan's, shared by all its lanes.
     """
 
     api: ClassVar[str]
@@ -85,6 +89,8 @@ class Lane(Generic[S]):
         gate: WarmUpGate,
         recorder: Recorder,
         stats: CallStats,
+        budget: RetryBudget,
+        breaker: OutageBreaker,
     ) -> None:
         self.session = session
         self.pacer = pacer
@@ -94,6 +100,8 @@ class Lane(Generic[S]):
         self.gate = gate
         self.recorder = recorder
         self.stats = stats
+        self.budget = budget
+        self.breaker = breaker
 
     @property
     def consumers(self) -> int:
@@ -108,9 +116,17 @@ class Lane(Generic[S]):
         """One call: through the warm-up gate, then paced and retried per attempt."""
         control = self.control
         gate = self.gate
+        breaker = self.breaker
         first = await gate.enter()
 
         async def attempt() -> T:
+            if breaker.is_open:
+                # No answers across the scan: wait, and go as the probe when it is time.
+                try:
+                    await breaker.admit()
+                except OutageOver as exc:
+                    control.abort(exc)
+                    raise Stopped from None
             # Checked after the pacer let this attempt through: once a stop is asked
             # for, nothing new goes on the wire.
             if control.stopping:
@@ -126,7 +142,11 @@ class Lane(Generic[S]):
 
         try:
             result, attempts = await call_with_retry(
-                attempt, policy=self.retry, limiter=self.pacer, on_attempt=self.stats.attempt
+                attempt,
+                policy=self.retry,
+                limiter=self.pacer,
+                on_attempt=self._attempted,
+                budget=self.budget,
             )
         except ApiError as exc:
             self.stats.retried(exc.attempts)
@@ -136,6 +156,23 @@ class Lane(Generic[S]):
                 gate.open()  # even when the first call never reached the wire
         self.stats.retried(attempts)
         return result, attempts
+
+    def _attempted(self, error: BaseException | None) -> None:
+        """One attempt ended (``error`` None on success): the breaker and the counters."""
+        if isinstance(error, Stopped):
+            return  # never sent
+        if error is not None and is_no_answer(error):
+            self.breaker.no_answer()
+        elif error is None or isinstance(error, ApiError):
+            self.breaker.answered()
+        self.stats.attempt(error)
+
+    async def _outage_took(self, error: ApiError) -> bool:
+        """Whether a call failed because the service stopped answering (then its IDs are
+        asked again, not recorded as errors): it did if nothing answered since."""
+        if not is_no_answer(error) or self.control.stopping:
+            return False
+        return await self.breaker.verdict(self.stats.monotonic())
 
 
 class SingleLane(Lane[SingleSession]):
@@ -160,18 +197,29 @@ class SingleLane(Lane[SingleSession]):
             await self.scan(client_id)
 
     async def scan(self, client_id: str) -> None:
-        """Ask about one ID and record the answer."""
+        """Ask about one ID and record the answer; again after an outage took it.
+
+        Its record counts the attempts of every call it took, as a batch's does.
+        """
         session = self.session
-        try:
-            answer, attempts = await self._call(lambda: session.query_session(client_id))
-        except Stopped:
+        spent = 0
+        while True:
+            try:
+                answer, attempts = await self._call(lambda: session.query_session(client_id))
+            except Stopped:
+                return
+            except (AccountError, ResignError) as exc:
+                self.control.abort(exc)
+            except ApiError as exc:
+                spent += exc.attempts
+                if await self._outage_took(exc):
+                    continue
+                self.recorder.error(client_id, exc, SINGLE_API, spent)
+            else:
+                self.recorder.status(
+                    client_id, answer.online, SINGLE_API, answer.request_id, spent + attempts
+                )
             return
-        except (AccountError, ResignError) as exc:
-            self.control.abort(exc)
-        except ApiError as exc:
-            self.recorder.error(client_id, exc, SINGLE_API, exc.attempts)
-        else:
-            self.recorder.status(client_id, answer.online, SINGLE_API, answer.request_id, attempts)
 
 
 class BatchLane(Lane[BatchSession]):
@@ -265,6 +313,9 @@ class BatchLane(Lane[BatchSession]):
             await self.scan(batch[middle:], spent=spent)
             return
         except ApiError as exc:
+            if await self._outage_took(exc):
+                await self.scan(batch, spent=spent + exc.attempts, repeat=repeat)
+                return
             for client_id in batch:
                 self.recorder.error(client_id, exc, BATCH_API, spent + exc.attempts)
             return

@@ -63,11 +63,11 @@ async def scan(
         ca_bundle=ca_bundle,
     )
     records: asyncio.Queue[Record | None] = asyncio.Queue()
-    job = ScanJob(settings, target=target, sinks=[_QueueSink(records)])
+    job = ScanJob(settings, target=target)
 
     async def run() -> ScanResult:
         try:
-            return await job.run(client_ids)
+            return await job.run(client_ids, sinks=[_QueueSink(records)])
         finally:
             records.put_nowait(None)
 

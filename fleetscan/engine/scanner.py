@@ -9,9 +9,10 @@
 Concurrency (a lane's workers) and rate (its pacer) are separate controls; every HTTP
 attempt, retries included, takes a token from the pacer.
 
-A stop (SIGINT, SIGTERM, an account-wide error) stops the reader, lets calls on the
-wire finish within a grace period, and drops what was queued but not sent: those IDs
-have no record, so ``--resume`` scans them later and nothing is billed twice.
+A stop (SIGINT, SIGTERM, an account-wide error, an outage past its timeout, an output
+that failed) stops the reader, lets calls on the wire finish within a grace period (a
+second SIGINT cuts it short), and drops what was queued but not sent: those IDs have
+no record, so ``--resume`` scans them later and nothing is billed twice.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import ApiError
 from fleetscan.limiter import RateLimiter
+from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
 from fleetscan.records import Record
 from fleetscan.summary import ScanCounters
@@ -51,7 +53,8 @@ class Scanner:
         print(scanner.counters.online, scanner.counters.calls_succeeded)
 
     ``emit`` is called once per unique ID, on the event loop, as results arrive. The
-    pacer defaults to a `RateLimiter` at the settings' rate, built in the running loop.
+    pacer defaults to a `RateLimiter` at the settings' rate, built in the running loop;
+    the retry budget and the outage breaker (`fleetscan.outage`) to the scan's own.
     """
 
     def __init__(
@@ -64,6 +67,8 @@ class Scanner:
         counters: ScanCounters | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        budget: RetryBudget | None = None,
+        breaker: OutageBreaker | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -74,24 +79,41 @@ class Scanner:
         self.monotonic = monotonic
         self.control = Control()
         self.input_error: BaseException | None = None
+        # Shared by every call: retries stop when answers stop (see fleetscan.outage).
+        self.budget = budget if budget is not None else RetryBudget()
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else OutageBreaker(timeout=settings.outage_timeout, clock=monotonic)
+        )
 
     # --- control ---------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the scan to stop gracefully (a signal handler calls this)."""
+        """Ask the scan to stop gracefully (a signal handler calls this); asked a second
+        time, stop at once, without waiting for the calls on the wire."""
         self.control.interrupt()
+
+    def output_failed(self, error: OSError) -> None:
+        """The records can no longer be written: send nothing more."""
+        self.control.output_failed(error)
 
     @property
     def interrupted(self) -> bool:
         return self.control.interrupted
 
     @property
-    def abort_error(self) -> ApiError | None:
+    def abort_error(self) -> ApiError | OutageOver | None:
         return self.control.abort_error
+
+    @property
+    def output_error(self) -> OSError | None:
+        return self.control.output_error
 
     @property
     def outcome(self) -> Outcome:
         return outcome_of(
+            output_error=self.control.output_error is not None,
             aborted=self.control.abort_error is not None,
             input_error=self.input_error is not None,
             interrupted=self.control.interrupted,
@@ -179,6 +201,8 @@ class Scanner:
             gate=gate,
             recorder=recorder,
             stats=stats,
+            budget=self.budget,
+            breaker=self.breaker,
         )
         return (lane,)
 
@@ -191,4 +215,14 @@ class Scanner:
                 task.cancel()
         pending = [t for t in tasks if not t.done()]
         if pending:
-            await asyncio.wait(pending, timeout=self.settings.grace_seconds)
+            hurry = asyncio.create_task(self.control.hurried())
+            finished = asyncio.create_task(asyncio.wait(pending))
+            try:
+                await asyncio.wait(
+                    [finished, hurry],
+                    timeout=self.settings.grace_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                hurry.cancel()
+                finished.cancel()

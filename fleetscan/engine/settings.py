@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 
 from fleetscan.errors import UsageError
 from fleetscan.ids import instance_id_problem
-from fleetscan.limits import DEFAULT_QPS, IP_SAFE_QPS, MAX_QPS, MODES, Mode, api_for
+from fleetscan.limits import (
+    DEFAULT_QPS,
+    IP_SAFE_QPS,
+    MAX_CONCURRENCY,
+    MAX_QPS,
+    MODES,
+    Mode,
+    api_for,
+)
+from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.retry import RetryPolicy
 
 __all__ = [
@@ -84,6 +93,8 @@ class ScanSettings:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     queue_size: int = QUEUE_SIZE
     account_qps: float | None = None
+    # Seconds without any answer from the service before the scan gives up.
+    outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
     def __post_init__(self) -> None:
         problem = instance_id_problem(self.instance_id)
@@ -92,6 +103,13 @@ class ScanSettings:
         checked_rate(self.mode, self.qps, account_qps=self.account_qps)
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"--concurrency {self.concurrency}: must be at least 1")
+        if self.concurrency is not None and self.concurrency > MAX_CONCURRENCY:
+            raise UsageError(
+                f"--concurrency {self.concurrency}: at most {MAX_CONCURRENCY} calls in "
+                "flight (500 calls/s at 2 s latency); more only costs memory"
+            )
+        if not self.outage_timeout > 0:
+            raise UsageError(f"--outage-timeout {self.outage_timeout:g}: must be positive")
         if not self.grace_seconds >= 0:
             raise UsageError(f"the grace period cannot be negative ({self.grace_seconds})")
         if self.queue_size < 1:
