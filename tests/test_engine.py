@@ -306,11 +306,18 @@ def test_an_abort_after_an_interrupt_is_an_abort(virtual_loop: Run) -> None:
 
 
 def test_the_outcome_order() -> None:
-    def of(aborted: bool, input_error: bool, interrupted: bool, errors: int = 0) -> Outcome:
+    def of(
+        aborted: bool, input_error: bool, interrupted: bool, errors: int = 0, output: bool = False
+    ) -> Outcome:
         return outcome_of(
-            aborted=aborted, input_error=input_error, interrupted=interrupted, errors=errors
+            output_error=output,
+            aborted=aborted,
+            input_error=input_error,
+            interrupted=interrupted,
+            errors=errors,
         )
 
+    assert of(True, True, True, 3, output=True) is Outcome.OUTPUT_ERROR
     assert of(True, True, True, 3) is Outcome.ABORTED
     assert of(False, True, True, 3) is Outcome.INPUT_ERROR
     assert of(False, False, True, 3) is Outcome.INTERRUPTED
@@ -371,6 +378,12 @@ def test_the_settings_refuse_a_malformed_instance_id(instance_id: str) -> None:
 def test_the_settings_refuse_a_rate_that_is_not_positive(qps: float) -> None:
     with pytest.raises(UsageError, match="positive number of calls/s"):
         ScanSettings(instance_id=INSTANCE, qps=qps)
+
+
+def test_the_settings_refuse_more_calls_in_flight_than_the_command_allows() -> None:
+    assert ScanSettings(instance_id=INSTANCE, concurrency=1000).workers == 1000
+    with pytest.raises(UsageError, match=r"^--concurrency 1001: at most 1000 calls in flight"):
+        ScanSettings(instance_id=INSTANCE, concurrency=1001)
 
 
 def test_the_settings_warn_above_the_per_ip_limit() -> None:
