@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, BATCH_SIZE, DEFAULT_QPS, SINGLE_API, Mode, api_for
 from fleetscan.outage import (
     DEFAULT_OUTAGE_TIMEOUT,
+    BudgetEmpty,
     OutageBreaker,
     OutageOver,
     RetryBudget,
@@ -130,7 +132,7 @@ class Scanner:
         self.output_error: OSError | None = None
         self.interrupted = False
         # Shared by every call: retries stop when answers stop (see fleetscan.outage).
-        self.budget = budget if budget is not None else RetryBudget()
+        self.budget = budget if budget is not None else RetryBudget(clock=monotonic)
         self.breaker = (
             breaker
             if breaker is not None
@@ -424,14 +426,32 @@ class Scanner:
                 self._on_wire.discard(me)
                 self._warmed()
 
+        policy = self.settings.retry
+        # Attempts made before the budget ran dry: the call goes on with the rest.
+        used = 0
         try:
-            result, attempts = await call_with_retry(
-                attempt,
-                policy=self.settings.retry,
-                limiter=self.limiter,
-                on_attempt=self._count_attempt,
-                budget=self.budget,
-            )
+            while True:
+                try:
+                    result, attempts = await call_with_retry(
+                        attempt,
+                        policy=dataclasses.replace(policy, max_attempts=policy.max_attempts - used),
+                        limiter=self.limiter,
+                        on_attempt=self._count_attempt,
+                        budget=self.budget,
+                    )
+                except BudgetEmpty as empty:
+                    used += empty.error.attempts
+                    if used >= policy.max_attempts or self._stopping:
+                        empty.error.attempts = used
+                        raise empty.error from None
+                    # Retries wait for tokens: the budget caps their rate, not the ID's.
+                    await self.budget.refilled(self.breaker.sleep)
+                    continue
+                except ApiError as exc:
+                    exc.attempts += used
+                    raise
+                attempts += used
+                break
         except ApiError as exc:
             self.counters.calls_retried += max(0, exc.attempts - 1)
             raise
