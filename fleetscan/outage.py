@@ -2,16 +2,23 @@
 breaker.
 
 - `RetryBudget` is the AWS SDKs' standard retry quota: the scan holds 500 tokens; a
-  retry after a fault costs 5, after a timeout or a dropped connection 10; a success
-  earns back what its retries cost, or 1. An empty budget fails a call fast instead
-  of retrying it. Throttling is not charged: it is an answer, and the limiter paces it.
+  retry after a 5xx costs 5, after a timeout or a dropped connection 10; a success
+  earns back what its retries cost, or 1, and 10 tokens come back each second. An
+  empty budget stops a call's retries at once (`BudgetEmpty`); its remaining
+  attempts wait for tokens, so the budget caps the rate of retries, never an ID's
+  number of attempts: nothing becomes an ``error`` record for want of tokens.
+  Retries after an answer (throttling, ``InternalError``) are not charged: the
+  service is alive, and the limiter and the backoff pace them; charging them emptied
+  the budget under 10% faults with 64 calls in flight, each holding its tokens until
+  its retry succeeded.
 - `OutageBreaker` watches answers across the whole scan. A refused connection, a
   timeout or a 5xx is "no answer"; anything else the server says is an answer. After
   ``open_after`` seconds with no answer it opens: nothing is sent but one probe at a
   time, one every ``probe_interval`` seconds; the first answer closes it and the scan
   goes on. A call that failed for want of answers asks `verdict` before it is
   recorded as an error: if the service answered meanwhile, the error is the ID's;
-  if the breaker opened, it is the outage's, and the ID is asked again later. After
+  if the breaker opened after ``evidence`` unanswered attempts or more, it is the
+  outage's, and the ID is asked again later. After
   ``timeout`` seconds without an answer the breaker gives up (`OutageOver`) and the
   scan stops, leaving those IDs without a record for ``--resume``.
 
@@ -24,10 +31,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from fleetscan.errors import ApiError, ThrottledError, TransientError
+from fleetscan.errors import ApiError, TransientError
 
 __all__ = [
     "DEFAULT_OUTAGE_TIMEOUT",
+    "BudgetEmpty",
     "OutageBreaker",
     "OutageOver",
     "RetryBudget",
@@ -40,9 +48,15 @@ RETRY_COST = 5
 # service may be gone.
 NO_ANSWER_RETRY_COST = 10
 SUCCESS_REFUND = 1
+# Tokens that come back by themselves each second, so a scan whose every call waits for
+# tokens still moves: one retry after no answer a second.
+REGEN_PER_SECOND = 10.0
 
-# Seconds without any answer, across the scan, before the breaker opens.
+# Seconds without any answer, across the scan, before the breaker opens ...
 OPEN_AFTER = 5.0
+# ... and failed attempts in that time before a failed call is blamed on an outage: the
+# last call of a scan, failing alone, is the ID's error as before.
+OUTAGE_EVIDENCE = 5
 # One probe at a time, at most one per this many seconds, while open.
 PROBE_INTERVAL = 1.0
 # Seconds without any answer before the scan gives up (--outage-timeout).
@@ -70,9 +84,14 @@ class RetryBudget:
         retry_cost: int = RETRY_COST,
         no_answer_cost: int = NO_ANSWER_RETRY_COST,
         refund: int = SUCCESS_REFUND,
+        regen: float = REGEN_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = capacity
-        self.tokens = capacity
+        self._tokens = float(capacity)
+        self.regen = regen
+        self.clock = clock
+        self._at = clock()
         self.retry_cost = retry_cost
         self.no_answer_cost = no_answer_cost
         self.refund = refund
@@ -80,11 +99,19 @@ class RetryBudget:
         self.refused = 0
 
     def cost_of(self, error: BaseException) -> int:
-        if isinstance(error, ThrottledError):
-            return 0
+        if not is_no_answer(error):
+            return 0  # the service answered (throttled, InternalError): it is alive
         if isinstance(error, ApiError) and error.code in _NO_ANSWER_CODES:
             return self.no_answer_cost
         return self.retry_cost
+
+    @property
+    def tokens(self) -> float:
+        now = self.clock()
+        if self.regen and now > self._at:
+            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.regen)
+        self._at = now
+        return self._tokens
 
     def spend(self, error: BaseException) -> int | None:
         """Take the tokens for a retry after ``error``: their number, or None if empty."""
@@ -92,12 +119,30 @@ class RetryBudget:
         if cost > self.tokens:
             self.refused += 1
             return None
-        self.tokens -= cost
+        self._tokens -= cost
         return cost
 
     def earn(self, spent: int) -> None:
         """A call succeeded after retries that cost ``spent`` tokens (0: none)."""
-        self.tokens = min(self.capacity, self.tokens + (spent or self.refund))
+        self._tokens = min(self.capacity, self.tokens + (spent or self.refund))
+
+    async def refilled(
+        self, sleep: Callable[[float], Awaitable[object]], *, poll: float = POLL_SECONDS
+    ) -> None:
+        """Return once a retry after no answer could be paid for again."""
+        while self.tokens < self.no_answer_cost:
+            await sleep(poll)
+
+
+class BudgetEmpty(Exception):
+    """A call stopped retrying for want of tokens; ``error`` is its last failure.
+
+    Not the ID's error: its remaining attempts wait until the budget has refilled.
+    """
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class OutageOver(Exception):
@@ -123,8 +168,12 @@ class OutageBreaker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         poll: float = POLL_SECONDS,
+        evidence: int = OUTAGE_EVIDENCE,
     ) -> None:
         self.open_after = open_after
+        self.evidence = evidence
+        # Attempts without an answer since the last answer.
+        self.unanswered = 0
         self.probe_interval = probe_interval
         self.timeout = timeout
         self.clock = clock
@@ -154,12 +203,14 @@ class OutageBreaker:
         """The service answered (success or an error body under 500)."""
         self.last_answer = self.clock()
         self.failing_since = None
+        self.unanswered = 0
         self._probing = False
         self._was_open = False
 
     def no_answer(self) -> None:
         """An attempt got no answer (refused, timed out, 5xx)."""
         now = self.clock()
+        self.unanswered += 1
         if self.failing_since is None:
             self.failing_since = now
         if self.is_open and not self._was_open:
@@ -186,5 +237,5 @@ class OutageBreaker:
             if self.last_answer > since or self.failing_since is None:
                 return False
             if self.is_open:
-                return True
+                return self.unanswered >= self.evidence
             await self.sleep(self.poll)

@@ -33,6 +33,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from fleetscan.errors import ApiError, ResignError, ThrottledError, TransientError
+from fleetscan.outage import BudgetEmpty
 
 if TYPE_CHECKING:
     from fleetscan.outage import RetryBudget
@@ -133,14 +134,16 @@ async def call_with_retry(
     told each attempt's outcome (None on success) for counters. On final failure the
     last exception is raised; when it is an ApiError its ``attempts`` is set.
     ``budget``, shared by every call of a scan, pays for each retry; when it is empty
-    the call fails at once with its last error, and a success pays it back.
+    the call stops at once with `BudgetEmpty` (its last error inside), and a success
+    pays it back.
     """
     attempts = 0
     resigns = 0
     spent = 0
+    refused: BaseException | None = None
 
     def retryable(exc: BaseException) -> bool:
-        nonlocal resigns, spent
+        nonlocal resigns, spent, refused
         if isinstance(exc, ResignError):
             resigns += 1
         if not is_retryable(exc, resigns=resigns):
@@ -148,6 +151,7 @@ async def call_with_retry(
         if budget is not None:
             cost = budget.spend(exc)
             if cost is None:
+                refused = exc
                 return False  # the budget is empty: fail fast
             spent += cost
         return True
@@ -207,5 +211,7 @@ async def call_with_retry(
         result: T = await retrying(replay_then_attempt)
     except ApiError as exc:
         exc.attempts = attempts
+        if exc is refused:
+            raise BudgetEmpty(exc) from exc
         raise
     return result, attempts

@@ -7,6 +7,7 @@ tests/test_edges_process.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import sys
@@ -28,6 +29,7 @@ from fleetscan.emulator import (
     ThreadedEmulator,
     run_emulator_in_thread,
 )
+from fleetscan.engine import Scanner, ScanSettings
 
 EARLIER = b'{"earlier": "result"}\n'
 
@@ -404,3 +406,31 @@ def test_a_header_on_stdin_is_named_and_not_scanned(
     assert "--column client_id" in err
     assert out == b""
     assert calls(emu) == 0
+
+
+# --- 11: a second stop does not wait out the grace period ------------------------------------
+
+
+class _Hanging:
+    """A service that never answers (a call stays on the wire)."""
+
+    def __init__(self) -> None:
+        self.on_wire = asyncio.Event()
+
+    async def query_session(self, client_id: str) -> object:
+        self.on_wire.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_second_stop_cuts_the_grace_period_short() -> None:
+    service = _Hanging()
+    settings = ScanSettings(instance_id="mqtt-cn-x", qps=100, grace_seconds=600)
+    scanner = Scanner(client=service, settings=settings)  # type: ignore[arg-type]
+    run = asyncio.create_task(scanner.run(["GID_edge@@@d1"], emit=lambda record: None))
+    await asyncio.wait_for(service.on_wire.wait(), 30)
+    scanner.stop()  # the first: calls on the wire get the grace period (600 s here)
+    await asyncio.sleep(0.2)
+    assert not run.done()
+    scanner.stop()  # the second: stop now
+    assert await asyncio.wait_for(run, 30) == "interrupted"

@@ -14,7 +14,7 @@ from emulator_fixtures import FakeClock
 
 from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.errors import ApiError, ClientIdError, ThrottledError, TransientError
-from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget, is_no_answer
+from fleetscan.outage import BudgetEmpty, OutageBreaker, OutageOver, RetryBudget, is_no_answer
 from fleetscan.records import Status
 from fleetscan.retry import RetryPolicy, call_with_retry
 
@@ -53,23 +53,29 @@ def test_no_answer_means_refused_timed_out_or_5xx_and_nothing_else() -> None:
 
 
 def test_the_budget_charges_retries_refunds_successes_and_runs_dry() -> None:
-    budget = RetryBudget(capacity=20)
-    assert budget.spend(INTERNAL) == 5
+    clock = FakeClock(0.0)
+    budget = RetryBudget(capacity=20, regen=2, clock=clock)
+    assert budget.spend(BAD_GATEWAY) == 5
     assert budget.spend(TIMEOUT) == 10
     assert budget.tokens == 5
     assert budget.spend(REFUSED) is None  # 10 > 5: empty for this one
     assert budget.refused == 1
-    assert budget.spend(THROTTLED) == 0  # throttling is paced by the limiter, not charged
+    # After an answer the service is alive: the limiter and the backoff pace those.
+    assert budget.spend(THROTTLED) == 0
+    assert budget.spend(INTERNAL) == 0
     budget.earn(0)
     assert budget.tokens == 6  # a first-try success earns 1
     budget.earn(10)
     assert budget.tokens == 16  # a success after retries earns back what they cost
     budget.earn(10)
     assert budget.tokens == 20  # never above capacity
+    assert budget.spend(TIMEOUT) == budget.spend(TIMEOUT) == 10
+    clock.advance(2.5)
+    assert budget.tokens == 5  # 2 a second come back by themselves
 
 
-async def test_an_empty_budget_fails_the_call_fast_with_its_last_error() -> None:
-    budget = RetryBudget(capacity=10)
+async def test_an_empty_budget_stops_the_calls_retries_at_once() -> None:
+    budget = RetryBudget(capacity=10, regen=0)
     sent = 0
 
     async def dead() -> None:
@@ -81,12 +87,13 @@ async def test_an_empty_budget_fails_the_call_fast_with_its_last_error() -> None
         pass
 
     policy = RetryPolicy(max_attempts=6)
-    with pytest.raises(TransientError) as first:
+    with pytest.raises(BudgetEmpty) as first:
         await call_with_retry(dead, policy=policy, budget=budget, sleep=no_sleep)
-    assert (sent, first.value.attempts, budget.tokens) == (2, 2, 0)  # one retry paid
-    with pytest.raises(TransientError) as second:
+    assert (sent, first.value.error.attempts, budget.tokens) == (2, 2, 0)  # one retry paid
+    assert first.value.error.code == "ConnectionError"
+    with pytest.raises(BudgetEmpty) as second:
         await call_with_retry(dead, policy=policy, budget=budget, sleep=no_sleep)
-    assert (sent, second.value.attempts) == (3, 1)  # no retry at all: the budget is empty
+    assert (sent, second.value.error.attempts) == (3, 1)  # no retry: the budget is empty
 
 
 async def test_the_breaker_opens_without_answers_probes_one_at_a_time_and_closes() -> None:
@@ -147,7 +154,11 @@ async def test_a_verdict_blames_the_id_when_the_service_answered_meanwhile() -> 
     breaker.answered()  # another call got its answer
     assert await breaker.verdict(started) is False
     breaker.no_answer()
-    assert await breaker.verdict(clock()) is True  # nothing answers: the outage's
+    failed_at = clock()
+    assert await breaker.verdict(failed_at) is False  # one failure alone: the ID's
+    for _ in range(5):
+        breaker.no_answer()
+    assert await breaker.verdict(failed_at) is True  # nothing answers: the outage's
     assert clock() >= 5
 
 
@@ -191,6 +202,7 @@ def virtual_scanner(
         client=service,  # type: ignore[arg-type]
         settings=settings,
         breaker=breaker,
+        budget=RetryBudget(capacity=50, clock=clock),
         monotonic=clock,
     )
 

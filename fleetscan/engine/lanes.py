@@ -17,6 +17,7 @@ answering is the outage's, not the ID's: it is asked again (`fleetscan.outage`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
 
@@ -28,7 +29,7 @@ from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError
 from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API, Mode
-from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget, is_no_answer
+from fleetscan.outage import BudgetEmpty, OutageBreaker, OutageOver, RetryBudget, is_no_answer
 from fleetscan.pacer import Pacer
 from fleetscan.retry import RetryPolicy, call_with_retry
 
@@ -140,14 +141,34 @@ class Lane(Generic[S]):
                 control.on_wire.discard(me)
                 gate.open()
 
+        policy = self.retry
+        # Attempts made before the budget ran dry: the call goes on with the rest.
+        used = 0
         try:
-            result, attempts = await call_with_retry(
-                attempt,
-                policy=self.retry,
-                limiter=self.pacer,
-                on_attempt=self._attempted,
-                budget=self.budget,
-            )
+            while True:
+                try:
+                    result, attempts = await call_with_retry(
+                        attempt,
+                        policy=policy
+                        if not used
+                        else dataclasses.replace(policy, max_attempts=policy.max_attempts - used),
+                        limiter=self.pacer,
+                        on_attempt=self._attempted,
+                        budget=self.budget,
+                    )
+                except BudgetEmpty as empty:
+                    used += empty.error.attempts
+                    if used >= policy.max_attempts or control.stopping:
+                        empty.error.attempts = used
+                        raise empty.error from None
+                    # Retries wait for tokens: the budget caps their rate, not the ID's.
+                    await self.budget.refilled(breaker.sleep)
+                    continue
+                except ApiError as exc:
+                    exc.attempts += used
+                    raise
+                attempts += used
+                break
         except ApiError as exc:
             self.stats.retried(exc.attempts)
             raise

@@ -80,7 +80,7 @@ class Scanner:
         self.control = Control()
         self.input_error: BaseException | None = None
         # Shared by every call: retries stop when answers stop (see fleetscan.outage).
-        self.budget = budget if budget is not None else RetryBudget()
+        self.budget = budget if budget is not None else RetryBudget(clock=monotonic)
         self.breaker = (
             breaker
             if breaker is not None
