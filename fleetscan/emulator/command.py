@@ -34,9 +34,10 @@ from fleetscan.emulator.config import (
     KeyPair,
     Limits,
 )
-from fleetscan.emulator.server import is_loopback, run_emulator
+from fleetscan.emulator.server import run_emulator
+from fleetscan.endpoints import is_loopback
 
-__all__ = ["SECRET_ENV", "add_arguments", "config_from_args", "run"]
+__all__ = ["SECRET_ENV", "add_arguments", "config_from_args", "exposure_warning", "run"]
 
 SECRET_ENV = "FLEETSCAN_EMULATOR_SECRET"  # noqa: S105 - the variable's name, not a secret
 
@@ -146,13 +147,20 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     return 0
 
 
+def exposure_warning(host: str) -> str | None:
+    """What to say when the emulator listens beyond loopback (the client's rule too)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: listening on {host}, reachable beyond this machine; the "
+        "emulator is a test tool with no real security"
+    )
+
+
 async def _serve(config: EmulatorConfig, out: TextIO, err: TextIO) -> None:
-    if not is_loopback(config.host):
-        print(
-            f"warning: listening on {config.host}, reachable beyond this machine; the "
-            "emulator is a test tool with no real security",
-            file=err,
-        )
+    warning = exposure_warning(config.host)
+    if warning:
+        print(warning, file=err)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

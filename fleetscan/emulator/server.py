@@ -15,7 +15,6 @@ localhost and ::1, signed by a throwaway CA whose PEM is written to ``ca_file``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import shutil
 import ssl
 import tempfile
@@ -38,7 +37,6 @@ __all__ = [
     "CA_FILE_NAME",
     "RunningEmulator",
     "ThreadedEmulator",
-    "is_loopback",
     "run_emulator",
     "run_emulator_in_thread",
 ]
@@ -111,16 +109,6 @@ class ThreadedEmulator(RunningEmulator):
             return fn()
 
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @asynccontextmanager
