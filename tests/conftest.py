@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+from virtual_loop import VirtualLoop
+
 # The credentials chain ends at the ECS metadata service (100.100.100.200); a test that
 # finds no credentials must fail at once, not wait on that address.
 os.environ["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
+
+
+@pytest.fixture
+def virtual_loop() -> VirtualLoop:
+    """A fresh event loop on a virtual clock (see `virtual_loop.VirtualLoop`)."""
+    return VirtualLoop()
