@@ -33,6 +33,7 @@ __all__ = [
     "v3_authorization",
     "v3_canonical_request",
     "v3_matches",
+    "v3_request_signature",
     "v3_signature",
     "verify_v1",
     "verify_v3",
@@ -146,6 +147,20 @@ def v3_signature(canonical_request: str, secret: str) -> str:
     return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
+def v3_request_signature(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed_headers: Iterable[str],
+    payload_hash: str,
+    secret: str,
+) -> str:
+    """A request's V3 signature: what the signer sends and the verifier recomputes."""
+    canonical = v3_canonical_request(method, path, query, headers, signed_headers, payload_hash)
+    return v3_signature(canonical, secret)
+
+
 def v3_authorization(
     method: str,
     path: str,
@@ -162,12 +177,12 @@ def v3_authorization(
     name and hold ``x-acs-content-sha256``, ``signed_headers`` are sorted lowercase
     names. The client signs every call through this; `sign_v3` is a convenience over it.
     """
-    canonical = v3_canonical_request(
-        method, path, query, headers, signed_headers, headers["x-acs-content-sha256"]
+    signature = v3_request_signature(
+        method, path, query, headers, signed_headers, headers["x-acs-content-sha256"], secret
     )
     return (
         f"{V3_ALGORITHM} Credential={access_key_id},"
-        f"SignedHeaders={';'.join(signed_headers)},Signature={v3_signature(canonical, secret)}"
+        f"SignedHeaders={';'.join(signed_headers)},Signature={signature}"
     )
 
 
@@ -264,10 +279,10 @@ def v3_matches(
     payload_hash = headers.get("x-acs-content-sha256", "")
     if payload_hash != hashlib.sha256(body).hexdigest():
         return False
-    canonical = v3_canonical_request(
-        method, path, query, headers, auth.signed_headers, payload_hash
+    expected = v3_request_signature(
+        method, path, query, headers, auth.signed_headers, payload_hash, secret
     )
-    return hmac.compare_digest(auth.signature.encode(), v3_signature(canonical, secret).encode())
+    return hmac.compare_digest(auth.signature.encode(), expected.encode())
 
 
 def verify_v3(
