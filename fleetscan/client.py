@@ -33,6 +33,7 @@ from fleetscan.credentials import (
 )
 from fleetscan.errors import ApiError, UsageError, api_error
 from fleetscan.limits import API_VERSION, BATCH_API, BATCH_SIZE, SINGLE_API
+from fleetscan.redaction import redactor
 from fleetscan.signing import (
     EMPTY_SHA256,
     V3_ALGORITHM,
@@ -69,8 +70,6 @@ MALFORMED: Final = "MalformedResponse"
 # An attempt with no complete answer in time. The server may still have answered, and
 # billed, it: the summary counts these apart.
 TIMEOUT_CODE: Final = "Timeout"
-# What stands in an error message for a secret or token the server quoted back.
-REDACTED: Final = "<redacted>"
 # How much of an unreadable body is searched for secrets before a snippet is shown.
 _REDACT_WINDOW = 16 * 1024
 
@@ -333,7 +332,7 @@ def _answer(
         data = None
     elif status == 200 and field in data:
         return data
-    redact = _redactor(secrets)
+    redact = redactor(secrets)
     code = data.get("Code") if data is not None else None
     if isinstance(code, str) and code:
         message = _text(data.get("Message")) if data else None
@@ -396,22 +395,6 @@ def _describe(body: bytes, redact: Callable[[str], str]) -> str:
     snippet = redact(body[:_REDACT_WINDOW].decode("utf-8", "replace"))[:80]
     snippet = "".join(c if c.isprintable() else " " for c in snippet)
     return f"an unreadable body of {len(body)} bytes: {snippet!r}"
-
-
-def _redactor(secrets: Sequence[str | None]) -> Callable[[str], str]:
-    """Replaces each secret, as is or percent-encoded once or twice, in any case."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            once = percent_encode(secret)
-            forms.update((secret, once, percent_encode(once)))
-    if not forms:
-        return lambda text: text
-    # Longest first, so a form is never half-replaced by a shorter one inside it.
-    pattern = re.compile(
-        "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE
-    )
-    return lambda text: pattern.sub(REDACTED, text)
 
 
 def _no_answer(exc: BaseException, timeout: float) -> ApiError:
