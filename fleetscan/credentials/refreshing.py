@@ -2,8 +2,9 @@
 
 `RefreshingCredentials` wraps any fetch (ECS metadata, a credentials URI, an STS role
 assumption). One fetch at a time (single flight): callers that find the credentials
-due for refresh while a fetch is under way keep using the current ones as long as
-they have not expired, and wait for the fetch only when they have (or on the first).
+due for refresh while a fetch is under way keep using the current ones until half
+the margin is left, and wait for the fetch after that (or on the first): a call
+signed with them still reaches the server well before they expire.
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ class RefreshingCredentials:
     calls that must fail. A failed first fetch raises the fetch's error as it is.
     """
 
-    __slots__ = ("_clock", "_current", "_fetch", "_lock", "_margin", "_refresh_at", "_source")
+    __slots__ = (
+        "_clock",
+        "_current",
+        "_fetch",
+        "_lock",
+        "_margin",
+        "_refresh_at",
+        "_serve_until",
+        "_source",
+    )
 
     def __init__(
         self,
@@ -71,6 +81,8 @@ class RefreshingCredentials:
         self._current: Credentials | None = None
         # When the next get() must fetch; meaningless while _current is None.
         self._refresh_at = datetime.min.replace(tzinfo=UTC)
+        # While a refresh is under way, the current credentials are served until then.
+        self._serve_until = datetime.min.replace(tzinfo=UTC)
         # Held for the length of one fetch: the single-flight guard.
         self._lock = asyncio.Lock()
 
@@ -81,7 +93,7 @@ class RefreshingCredentials:
             if now < self._refresh_at:
                 return current
             # A refresh is under way: what we have is still good, so no call waits.
-            if self._lock.locked() and not _expired(current, now):
+            if self._lock.locked() and now < self._serve_until:
                 return current
         async with self._lock:
             # Another task may have refreshed while this one waited for the lock.
@@ -118,7 +130,7 @@ class RefreshingCredentials:
             return current
         now = self._clock()
         self._current = fresh
-        self._refresh_at = _refresh_time(fresh.expiration, now, self._margin)
+        self._refresh_at, self._serve_until = _refresh_times(fresh.expiration, now, self._margin)
         return fresh
 
     def __repr__(self) -> str:
@@ -130,13 +142,17 @@ def _expired(credentials: Credentials, now: datetime) -> bool:
     return credentials.expiration is not None and credentials.expiration <= now
 
 
-def _refresh_time(expiration: datetime | None, now: datetime, margin: Margin) -> datetime:
+def _refresh_times(
+    expiration: datetime | None, now: datetime, margin: Margin
+) -> tuple[datetime, datetime]:
+    """When to refresh, and until when to serve these while a refresh is under way."""
     if expiration is None:
-        return datetime.max.replace(tzinfo=UTC)
+        never = datetime.max.replace(tzinfo=UTC)
+        return never, never
     before = margin if isinstance(margin, timedelta) else margin(expiration - now)
     due = expiration - before
     if due > now:
-        return due
+        return due, expiration - before / 2
     # Credentials already inside the margin (the server has not rotated them yet) are
     # used for a while rather than fetched again on every call, but never past expiry.
-    return min(now + RETRY_INTERVAL, expiration)
+    return min(now + RETRY_INTERVAL, expiration), expiration
