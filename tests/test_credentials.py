@@ -340,7 +340,10 @@ async def test_ini_file_named_by_environment_must_exist(tmp_path: Path) -> None:
     ("text", "problem"),
     [
         ("[default]\ntype = rsa_key_pair\n", "has type 'rsa_key_pair', which fleetscan does not"),
-        ("[default]\naccess_key_id = x\n", "has no type (use access_key, sts, ram_role_arn, oidc_role_arn or ecs_ram_role)"),
+        (
+            "[default]\naccess_key_id = x\n",
+            "has no type (use access_key, sts, ram_role_arn, oidc_role_arn or ecs_ram_role)",
+        ),
         ("[default]\ntype = access_key\naccess_key_id = x\n", "has no access_key_secret"),
         (
             f"[default]\ntype = sts\naccess_key_id = x\naccess_key_secret = {SECRET}\n",
