@@ -925,3 +925,29 @@ def test_the_refresh_margin_is_alibabas_or_a_quarter_of_short_lives(
     lifetime: timedelta, margin: timedelta
 ) -> None:
     assert sts_margin(lifetime) == margin
+
+
+def test_sts_over_tls_trusts_the_ca_bundle_given_for_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    config = emulator_config()
+    config = EmulatorConfig(keys=config.keys, limits=ROOMY, sts=config.sts, tls=True)
+    with run_emulator_in_thread(config) as emu:
+        assert emu.sts_url is not None
+        assert emu.sts_url.startswith("https://")
+        for name in list(os.environ):
+            if name.startswith(("ALIBABA_CLOUD_", "ALICLOUD_")):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        monkeypatch.setenv("ALIBABA_CLOUD_STS_ENDPOINT", emu.sts_url)
+        _env_oidc(tmp_path / "home", monkeypatch)
+        write(tmp_path / "token", OIDC_TOKEN)
+        scan = run_scan(tmp_path, emu, capsysbinary, "--ca-bundle", str(emu.ca_file))
+        assert scan.code == 0, scan.err
+        assert emu.sts.stats.issued() == 1
+        # Without the bundle, STS's certificate does not verify: nothing is sent.
+        scan = run_scan(tmp_path, emu, capsysbinary)
+        assert scan.code == 3, scan.err
+        assert f"stopped: TLSError (no response): STS at {emu.sts_url}: TLS failed" in scan.err
+        assert len(emu.sts.stats.calls) == 1  # the first scan's: no handshake, no call

@@ -32,6 +32,7 @@ __all__ = [
     "fetch_metadata",
     "fetch_uri",
     "metadata_place",
+    "temporary_credentials",
     "uri_place",
 ]
 
@@ -118,13 +119,25 @@ def _temporary(body: str, where: str) -> Credentials:
     code = answer.get("Code")
     if code != "Success":
         raise FetchError(where, f"answered Code {str(code)[:60]!r}, not 'Success'")
+    try:
+        return temporary_credentials(answer, where)
+    except ValueError as exc:
+        raise FetchError(where, str(exc)) from None
+
+
+def temporary_credentials(answer: Mapping[str, Any], where: str) -> Credentials:
+    """``AccessKeyId``, ``AccessKeySecret``, ``SecurityToken`` and ``Expiration`` of an
+    answer (the metadata service's, a credentials URI's, STS's ``Credentials``).
+
+    Raises ValueError naming what is missing or wrong, never quoting a value.
+    """
     for key in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"):
         if not isinstance(answer.get(key), str) or not answer[key]:
-            raise FetchError(where, f"the answer has no {key}")
+            raise ValueError(f"the answer has no {key}")
     try:
         expiration = datetime.fromisoformat(answer["Expiration"])
     except ValueError:
-        raise FetchError(where, "Expiration is not an ISO 8601 time") from None
+        raise ValueError("Expiration is not an ISO 8601 time") from None
     if expiration.tzinfo is None:
         expiration = expiration.replace(tzinfo=UTC)
     return Credentials(

@@ -32,7 +32,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from fleetscan.credentials.fetchers import borrowed_session
+from fleetscan.credentials.fetchers import borrowed_session, temporary_credentials
 from fleetscan.credentials.value import Credentials, CredentialsProvider
 from fleetscan.errors import (
     AccountError,
@@ -307,6 +307,9 @@ class StsClient:
             # Built here, never copied: aiohttp's messages may quote the URL.
             if isinstance(exc, TimeoutError):
                 code, what = "Timeout", f"no answer within {STS_TIMEOUT.total:g} s"
+            elif isinstance(exc, aiohttp.ClientSSLError):
+                # Account-wide, as for the API: a certificate will not verify on a retry.
+                code, what = "TLSError", f"TLS failed: {exc}"
             else:
                 code, what = "ConnectionError", type(exc).__name__
             raise api_error(
@@ -383,24 +386,8 @@ def _refusal(error: ApiError) -> ApiError:
 
 
 def _credentials(issued: Mapping[str, Any], where: str) -> Credentials:
-    fields = ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration")
-    missing = [f for f in fields if not isinstance(issued.get(f), str) or not issued[f]]
-    if missing:
-        raise api_error(
-            "MalformedResponse", f"{where}: the answer has no {missing[0]}", http_status=200
-        )
     try:
-        expiration = datetime.fromisoformat(issued["Expiration"])
-    except ValueError:
-        raise api_error(
-            "MalformedResponse", f"{where}: Expiration is not an ISO 8601 time", http_status=200
-        ) from None
-    if expiration.tzinfo is None:
-        expiration = expiration.replace(tzinfo=UTC)
-    return Credentials(
-        access_key_id=issued["AccessKeyId"],
-        access_key_secret=issued["AccessKeySecret"],
-        security_token=issued["SecurityToken"],
-        expiration=expiration,
-        source=where,
-    )
+        return temporary_credentials(issued, where)
+    except ValueError as exc:
+        # Worth another attempt: a 200 without its parts is a server's passing fault.
+        raise api_error("MalformedResponse", f"{where}: {exc}", http_status=200) from None
