@@ -951,3 +951,33 @@ def test_sts_over_tls_trusts_the_ca_bundle_given_for_the_api(
         assert scan.code == 3, scan.err
         assert f"stopped: TLSError (no response): STS at {emu.sts_url}: TLS failed" in scan.err
         assert len(emu.sts.stats.calls) == 1  # the first scan's: no handshake, no call
+
+
+@pytest.mark.slow
+def test_a_real_time_scan_outlives_several_short_expiries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # Real time, through main(): credentials of 4-5 s (whole seconds) over a scan of
+    # about 10 s; the margin is then at least a second.
+    with run_emulator_in_thread(emulator_config(lifetime=5)) as emu:
+        assert emu.sts_url is not None
+        for name in list(os.environ):
+            if name.startswith(("ALIBABA_CLOUD_", "ALICLOUD_")):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        monkeypatch.setenv("ALIBABA_CLOUD_STS_ENDPOINT", emu.sts_url)
+        _env_oidc(tmp_path / "home", monkeypatch)
+        write(tmp_path / "token", OIDC_TOKEN)
+        id_file = write(tmp_path / "ids.txt", "".join(f"{c}\n" for c in ids(300)))
+        code = main(
+            ["scan", "--endpoint", emu.url, "--instance-id", DEFAULT_INSTANCE_ID, "--qps", "30"]
+            + ["-o", str(tmp_path / "out.ndjson"), "--quiet", str(id_file)]
+        )
+        captured = capsysbinary.readouterr()
+        assert code == 0, captured.err
+        api = emu.stats().actions["QuerySessionByClientId"]
+        assert (api.successes, api.rejected) == (300, 0)
+        # About 10 s of 4-5 s credentials renewed a quarter early: 3 to 4 renewals.
+        assert 3 <= emu.sts.stats.issued() <= 5
+        assert emu.sts.stats.codes() == []
