@@ -970,10 +970,8 @@ def test_a_real_time_scan_outlives_several_short_expiries(
         _env_oidc(tmp_path / "home", monkeypatch)
         write(tmp_path / "token", OIDC_TOKEN)
         id_file = write(tmp_path / "ids.txt", "".join(f"{c}\n" for c in ids(300)))
-        code = main(
-            ["scan", "--endpoint", emu.url, "--instance-id", DEFAULT_INSTANCE_ID, "--qps", "30"]
-            + ["-o", str(tmp_path / "out.ndjson"), "--quiet", str(id_file)]
-        )
+        target = ["scan", "--endpoint", emu.url, "--instance-id", DEFAULT_INSTANCE_ID]
+        code = main([*target, "--qps", "30", "-o", str(tmp_path / "out.ndjson"), str(id_file)])
         captured = capsysbinary.readouterr()
         assert code == 0, captured.err
         api = emu.stats().actions["QuerySessionByClientId"]
