@@ -83,7 +83,7 @@ OIDC_TOKEN_UNREADABLE: Final = "OIDCTokenFileUnreadable"  # noqa: S105 (a code)
 # STS's bounds on an OIDC token (§7.1).
 _TOKEN_LENGTHS = range(4, 20_001)
 _FORM = "application/x-www-form-urlencoded"
-# An answer is under a kilobyte; more is not STS.
+# An answer is under a kilobyte; reading stops past this.
 _MAX_BODY = 64 * 1024
 _HINT = (
     "; the global STS endpoint sts.aliyuncs.com is in mainland China: set "
@@ -268,7 +268,8 @@ class StsClient:
             # Waited out as long as the policy allows: there is nothing to sign with.
             raise AccountError(
                 exc.code,
-                f"STS {action} of {role_arn} failed after {exc.attempts} attempts: {exc.message}",
+                f"STS {action} of {role_arn} failed after {exc.attempts} "
+                f"attempt{'s' if exc.attempts != 1 else ''}: {exc.message}",
                 http_status=exc.http_status,
                 request_id=exc.request_id,
             ) from None
@@ -301,7 +302,12 @@ class StsClient:
                 ) as response,
             ):
                 status = response.status
-                raw = await response.content.read(_MAX_BODY)
+                raw = b""
+                # To the end, but no further than the cap: more is not STS.
+                while len(raw) <= _MAX_BODY and (
+                    chunk := await response.content.read(_MAX_BODY + 1 - len(raw))
+                ):
+                    raw += chunk
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             hint = _HINT if endpoint.is_global else ""
             # Built here, never copied: aiohttp's messages may quote the URL.
@@ -310,6 +316,8 @@ class StsClient:
             elif isinstance(exc, aiohttp.ClientSSLError):
                 # Account-wide, as for the API: a certificate will not verify on a retry.
                 code, what = "TLSError", f"TLS failed: {exc}"
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                code, what = "ConnectionError", f"cannot connect ({exc.os_error.strerror})"
             else:
                 code, what = "ConnectionError", type(exc).__name__
             raise api_error(
@@ -333,7 +341,7 @@ class StsClient:
         redact: Callable[[str], str],
     ) -> Credentials:
         try:
-            data: Any = orjson.loads(raw)
+            data: Any = None if len(raw) > _MAX_BODY else orjson.loads(raw)
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
