@@ -979,3 +979,15 @@ def test_a_real_time_scan_outlives_several_short_expiries(
         # About 10 s of 4-5 s credentials renewed a quarter early: 3 to 4 renewals.
         assert 3 <= emu.sts.stats.issued() <= 5
         assert emu.sts.stats.codes() == []
+
+
+async def test_a_reused_nonce_is_signed_afresh_once(rig: Rig) -> None:
+    ini(
+        rig.home,
+        f"[default]\ntype = ram_role_arn\naccess_key_id = {SOURCE_ID}\n"
+        f"access_key_secret = {SOURCE_SECRET}\nrole_arn = {ROLE}\n",
+    )
+    rig.emu.sts.add_rule(FaultRule(code="SignatureNonceUsed", times=1))
+    env = {"ALIBABA_CLOUD_STS_ENDPOINT": rig.env()["ALIBABA_CLOUD_STS_ENDPOINT"]}
+    assert (await (await rig.resolve(env)).provider.get()).access_key_id.startswith("STS.")
+    assert [c[5] for c in calls(rig.emu)] == ["SignatureNonceUsed", None]

@@ -37,6 +37,7 @@ from fleetscan.credentials.value import Credentials, CredentialsProvider
 from fleetscan.errors import (
     AccountError,
     ApiError,
+    ResignError,
     ThrottledError,
     TransientError,
     UsageError,
@@ -264,7 +265,7 @@ class StsClient:
     ) -> Credentials:
         try:
             credentials, _ = await call_with_retry(attempt, policy=self._retry, sleep=self._sleep)
-        except (ThrottledError, TransientError) as exc:
+        except (ThrottledError, TransientError, ResignError) as exc:
             # Waited out as long as the policy allows: there is nothing to sign with.
             raise AccountError(
                 exc.code,
@@ -359,8 +360,8 @@ class StsClient:
             http_status=status,
             request_id=request_id if isinstance(request_id, str) else None,
         )
-        if isinstance(error, ThrottledError | TransientError):
-            raise error
+        if isinstance(error, ThrottledError | TransientError | ResignError):
+            raise error  # retried (a reused nonce or a stale timestamp: signed afresh once)
         raise AccountError(
             error.code,
             f"STS refused {action} of {role_arn}: {error.message}",
