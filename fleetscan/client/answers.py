@@ -13,8 +13,8 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from fleetscan.client.redaction import REDACT_WINDOW, redactor
 from fleetscan.errors import ApiError, api_error
+from fleetscan.redaction import redactor
 
 __all__ = [
     "MALFORMED",
@@ -33,6 +33,8 @@ __all__ = [
 # cannot make us buffer without end.
 MAX_BODY_BYTES = 1 << 20
 MALFORMED: Final = "MalformedResponse"
+# How much of an unreadable body is searched for secrets before a snippet is shown.
+REDACT_WINDOW: Final = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

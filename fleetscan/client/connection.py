@@ -54,26 +54,29 @@ async def connect(
     """An `OnsMqttClient` over one new shared session, closed on exit.
 
     Without ``credentials`` the chain of `resolve_credentials` finds them (and maybe
-    the region). The endpoint is ``endpoint`` if given, else the region's.
+    the region); their fetches (ECS role, STS) go over the same session, so
+    ``ca_bundle`` is trusted for them too. The endpoint is ``endpoint`` if given, else
+    the region's; a given endpoint is checked before any credentials are looked for.
     """
-    if credentials is None:
-        resolved = await resolve_credentials(profile=profile)
-        provider: CredentialsProvider = resolved.provider
-        region = region or resolved.region
-    elif isinstance(credentials, Credentials):
-        provider = StaticCredentials(credentials)
-    else:
-        provider = credentials
-    if endpoint is None:
-        if not region:
-            raise UsageError(
-                "no region: give --region, set ALIBABA_CLOUD_REGION_ID, or give --endpoint"
-            )
-        endpoint = endpoint_for_region(region)
-    endpoint = check_endpoint(endpoint)
+    if endpoint is not None:
+        endpoint = check_endpoint(endpoint)
     # No connection cap here: the scanner's workers bound what is in flight.
     connector = aiohttp.TCPConnector(ssl=make_ssl_context(ca_bundle), limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+        if credentials is None:
+            resolved = await resolve_credentials(profile=profile, session=session)
+            provider: CredentialsProvider = resolved.provider
+            region = region or resolved.region
+        elif isinstance(credentials, Credentials):
+            provider = StaticCredentials(credentials)
+        else:
+            provider = credentials
+        if endpoint is None:
+            if not region:
+                raise UsageError(
+                    "no region: give --region, set ALIBABA_CLOUD_REGION_ID, or give --endpoint"
+                )
+            endpoint = check_endpoint(endpoint_for_region(region))
         yield OnsMqttClient(
             session=session,
             credentials=provider,

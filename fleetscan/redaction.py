@@ -1,27 +1,26 @@
-"""Cutting secrets out of text the server sent back.
+"""Cutting secrets out of text a server sent back, before anyone sees it.
 
 An error answer may quote the request (Alibaba's SignatureDoesNotMatch gives the V1
-string to sign, which holds the STS token; some proxies echo the URL), so every
-message taken from an answer goes through a redactor first.
+string to sign, which holds the STS token; some proxies echo the URL or the body), so
+every message taken from an answer goes through a `redactor` of the secrets that
+request carried. Shared by the API client and the STS client.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from fleetscan.signing import percent_encode
 
-__all__ = ["REDACTED", "REDACT_WINDOW", "redactor"]
+__all__ = ["REDACTED", "redactor"]
 
 # What stands in an error message for a secret or token the server quoted back.
 REDACTED: Final = "<redacted>"
-# How much of an unreadable body is searched for secrets before a snippet is shown.
-REDACT_WINDOW: Final = 16 * 1024
 
 
-def redactor(secrets: Sequence[str | None]) -> Callable[[str], str]:
+def redactor(secrets: Iterable[str | None]) -> Callable[[str], str]:
     """Replaces each secret, as is or percent-encoded once or twice, in any case."""
     forms: set[str] = set()
     for secret in secrets:
