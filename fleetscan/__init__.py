@@ -7,10 +7,10 @@ its `Outcome` and summary), `Scanner` for pipelines that bring their own client 
 pacer, and `connect` for an `OnsMqttClient`. The engine lives in `fleetscan.engine`.
 """
 
-__version__ = "0.1.0"
-
 import importlib
 import typing
+
+from fleetscan.version import __version__
 
 if typing.TYPE_CHECKING:
     from fleetscan.client import BatchAnswer, OnsMqttClient, SessionAnswer, connect
@@ -39,6 +39,7 @@ if typing.TYPE_CHECKING:
         InputError,
         ResignError,
         ThrottledError,
+        TimedOutError,
         TransientError,
         UsageError,
     )
@@ -89,6 +90,7 @@ _EXPORTS = {
     "Status": "fleetscan.records",
     "Target": "fleetscan.engine",
     "ThrottledError": "fleetscan.errors",
+    "TimedOutError": "fleetscan.errors",
     "TransientError": "fleetscan.errors",
     "UsageError": "fleetscan.errors",
     "connect": "fleetscan.client",
@@ -134,6 +136,7 @@ __all__ = [
     "Status",
     "Target",
     "ThrottledError",
+    "TimedOutError",
     "TransientError",
     "UsageError",
     "__version__",

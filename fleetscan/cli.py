@@ -20,11 +20,11 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from fleetscan import __version__
 from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
 from fleetscan.limits import DEFAULT_QPS, MAX_CONCURRENCY, MODES
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
+from fleetscan.version import __version__
 
 if TYPE_CHECKING:
     from fleetscan.credentials import Credentials

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_QPS",
     "MODES",
+    "RETRY_AFTER_HEADER",
     "SINGLE_API",
     "Mode",
     "api_for",
@@ -31,6 +32,8 @@ MAX_QPS: dict[Mode, int] = {"single": 500, "batch": 100}
 # Past this many calls/s of one API from one source IP, Alibaba blocks the IP, so one
 # process defaults to it and says why when asked for more.
 IP_SAFE_QPS = 300
+# Throttled answers may say how long to back off, in milliseconds, in this header.
+RETRY_AFTER_HEADER = "x-acs-retry-after"
 DEFAULT_QPS: dict[Mode, int] = {"single": IP_SAFE_QPS, "batch": MAX_QPS["batch"]}
 # Calls in flight at most: 500 calls/s (the account's limit) at 2 s latency. More
 # only costs memory and sockets (200,000 took 264 MB for a 226-ID file).

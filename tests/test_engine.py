@@ -11,11 +11,12 @@ over loopback is tests/test_scanner.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from emulator_fixtures import ids
+from virtual_loop import VirtualLoop
 
 from fleetscan.client import BatchAnswer, SessionAnswer
 from fleetscan.engine import (
@@ -33,7 +34,6 @@ from fleetscan.limits import BATCH_API, MAX_QPS, SINGLE_API
 from fleetscan.records import Record, Status
 from fleetscan.retry import RetryPolicy
 
-Run = Callable[[Callable[[], Awaitable[Any]]], Any]
 INSTANCE = "mqtt-cn-virtual"
 FAST_RETRY = RetryPolicy(backoff_base=0.005, backoff_max=0.02)
 
@@ -143,10 +143,10 @@ async def scan(
 
 
 def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer(
-    virtual_loop: Run,
+    virtual_loop: VirtualLoop,
 ) -> None:
     api = FakeApi(first=0.3, latency=0.1)
-    _, records = virtual_loop(lambda: scan(api, ScriptedFeed([(0.0, ids(8))]), settings()))
+    _, records = virtual_loop.run(lambda: scan(api, ScriptedFeed([(0.0, ids(8))]), settings()))
     assert len(records) == 8
     times = [at for at, _ in api.sent]
     assert times[0] == pytest.approx(0.0, abs=1e-3)
@@ -156,10 +156,10 @@ def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer(
 
 
 def test_a_first_call_slower_than_the_warm_up_holds_the_others_no_longer(
-    virtual_loop: Run,
+    virtual_loop: VirtualLoop,
 ) -> None:
     api = FakeApi(first=5.0, latency=0.1)
-    virtual_loop(lambda: scan(api, ScriptedFeed([(0.0, ids(4))]), settings()))
+    virtual_loop.run(lambda: scan(api, ScriptedFeed([(0.0, ids(4))]), settings()))
     times = [at for at, _ in api.sent]
     # Held until the warm-up ran out (the first answer came at 5 s), then paced out.
     assert len(times) == 4
@@ -171,7 +171,7 @@ def test_a_first_call_slower_than_the_warm_up_holds_the_others_no_longer(
 
 @pytest.mark.parametrize(("mode", "qps", "count"), [("single", 50, 110), ("batch", 20, 300)])
 def test_paced_at_the_rate_from_the_first_second(
-    virtual_loop: Run, mode: str, qps: int, count: int
+    virtual_loop: VirtualLoop, mode: str, qps: int, count: int
 ) -> None:
     api = FakeApi(latency=0.005)
 
@@ -183,7 +183,7 @@ def test_paced_at_the_rate_from_the_first_second(
         )
         return loop.time() - started, records
 
-    elapsed, records = virtual_loop(main)
+    elapsed, records = virtual_loop.run(main)
     calls = count if mode == "single" else count // 10
     assert len(records) == count
     assert len(api.sent) == calls
@@ -197,11 +197,13 @@ def test_paced_at_the_rate_from_the_first_second(
 # --- batch fill ----------------------------------------------------------------------------
 
 
-def test_a_partial_batch_waits_briefly_for_more_then_goes_as_it_is(virtual_loop: Run) -> None:
+def test_a_partial_batch_waits_briefly_for_more_then_goes_as_it_is(
+    virtual_loop: VirtualLoop,
+) -> None:
     api = FakeApi(latency=0.001)
     client_ids = ids(18)
     feed = ScriptedFeed([(0.0, client_ids[:15]), (1.0, client_ids[15:])], end=2.0)
-    _, records = virtual_loop(lambda: scan(api, feed, settings(mode="batch")))
+    _, records = virtual_loop.run(lambda: scan(api, feed, settings(mode="batch")))
     assert len(records) == 18
     assert [len(batch) for _, batch in api.sent] == [10, 5, 3]
     fill = 0.05  # BATCH_FILL_SECONDS
@@ -213,7 +215,7 @@ def test_a_partial_batch_waits_briefly_for_more_then_goes_as_it_is(virtual_loop:
 # --- stopping ------------------------------------------------------------------------------
 
 
-def test_the_grace_period_bounds_the_wait_for_calls_on_the_wire(virtual_loop: Run) -> None:
+def test_the_grace_period_bounds_the_wait_for_calls_on_the_wire(virtual_loop: VirtualLoop) -> None:
     api = FakeApi(first=0.01, latency=3000.0)
 
     async def main() -> tuple[Outcome, list[Record], float]:
@@ -229,14 +231,14 @@ def test_the_grace_period_bounds_the_wait_for_calls_on_the_wire(virtual_loop: Ru
         outcome = await task
         return outcome, records, loop.time() - stopped
 
-    outcome, records, waited = virtual_loop(main)
+    outcome, records, waited = virtual_loop.run(main)
     assert outcome is Outcome.INTERRUPTED
     # Only the first call answered; the slow ones were cut off: no record, --resume asks.
     assert len(records) == 1
     assert waited == pytest.approx(0.2, abs=5e-3)
 
 
-def test_a_stop_does_not_wait_for_workers_queued_on_the_pacer(virtual_loop: Run) -> None:
+def test_a_stop_does_not_wait_for_workers_queued_on_the_pacer(virtual_loop: VirtualLoop) -> None:
     """200 workers wait for tokens at 20/s: draining them would take ten seconds."""
     api = FakeApi(latency=0.01)
 
@@ -253,14 +255,16 @@ def test_a_stop_does_not_wait_for_workers_queued_on_the_pacer(virtual_loop: Run)
         assert await task is Outcome.INTERRUPTED
         return records, loop.time() - stopped
 
-    records, waited = virtual_loop(main)
+    records, waited = virtual_loop.run(main)
     # At most the one call on the wire was waited for (its 10 ms), not the queue.
     assert waited <= 0.011
     assert {r.client_id for r in records} == {c for _, batch in api.sent for c in batch}
 
 
 @pytest.mark.parametrize("mode", ["single", "batch"])
-def test_an_abort_on_the_first_answer_ends_the_scan_at_once(virtual_loop: Run, mode: str) -> None:
+def test_an_abort_on_the_first_answer_ends_the_scan_at_once(
+    virtual_loop: VirtualLoop, mode: str
+) -> None:
     """Workers waiting for the first answer must not each wait for a token to stop."""
     refused = AccountError("InvalidAccessKeyId.Inactive", "disabled", http_status=400)
     api = FakeApi(latency=0.01, fail={0: refused})
@@ -275,7 +279,7 @@ def test_an_abort_on_the_first_answer_ends_the_scan_at_once(virtual_loop: Run, m
         )
         return scanner, records, loop.time() - started
 
-    scanner, records, elapsed = virtual_loop(main)
+    scanner, records, elapsed = virtual_loop.run(main)
     assert scanner.outcome is Outcome.ABORTED
     assert scanner.abort_error is refused
     assert records == []
@@ -283,7 +287,7 @@ def test_an_abort_on_the_first_answer_ends_the_scan_at_once(virtual_loop: Run, m
     assert elapsed == pytest.approx(0.01, abs=2e-3)
 
 
-def test_an_abort_after_an_interrupt_is_an_abort(virtual_loop: Run) -> None:
+def test_an_abort_after_an_interrupt_is_an_abort(virtual_loop: VirtualLoop) -> None:
     """The one order: a stop asked for, then the call on the wire answers an
     account-wide error. The outcome says what must be fixed before a resume."""
     refused = AccountError("InvalidAccessKeyId.Inactive", "disabled", http_status=400)
@@ -299,7 +303,7 @@ def test_an_abort_after_an_interrupt_is_an_abort(virtual_loop: Run) -> None:
         await task
         return scanner
 
-    scanner = virtual_loop(main)
+    scanner = virtual_loop.run(main)
     assert scanner.interrupted
     assert scanner.abort_error is refused
     assert scanner.outcome is Outcome.ABORTED
@@ -329,7 +333,7 @@ def test_the_outcome_order() -> None:
 
 
 def test_records_count_every_attempt_their_id_was_part_of_after_a_batch_repeat(
-    virtual_loop: Run,
+    virtual_loop: VirtualLoop,
 ) -> None:
     client_ids = ids(10)
     late, lost = client_ids[3], client_ids[7]
@@ -337,7 +341,7 @@ def test_records_count_every_attempt_their_id_was_part_of_after_a_batch_repeat(
     # Call 0 fails and is retried (call 1); call 1's answer leaves out two IDs; the
     # repeat (call 2) answers one of them and leaves out the other again.
     api = FakeApi(fail={0: fault}, leave_out={1: {late, lost}, 2: {lost}})
-    scanner, records = virtual_loop(
+    scanner, records = virtual_loop.run(
         lambda: scan(api, ScriptedFeed([(0.0, client_ids)]), settings(mode="batch"))
     )
     by_id = {r.client_id: r for r in records}

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Literal
 
 import pytest
 from emulator_fixtures import ids
 
-from fleetscan.client import connect
+from fleetscan.client import BatchAnswer, SessionAnswer, SessionApi, connect
 from fleetscan.credentials import Credentials
 from fleetscan.emulator import (
     ACTION_BATCH,
@@ -632,18 +632,18 @@ async def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer() 
     events: list[tuple[str, float]] = []
 
     class Recording:
-        def __init__(self, client: Any) -> None:
+        def __init__(self, client: SessionApi) -> None:
             self.client = client
 
-        async def query_session(self, client_id: str) -> Any:
+        async def query_session(self, client_id: str) -> SessionAnswer:
             events.append(("sent", time.monotonic()))
             try:
                 return await self.client.query_session(client_id)
             finally:
                 events.append(("answered", time.monotonic()))
 
-        async def batch_query_sessions(self, client_ids: Any) -> Any:
-            raise AssertionError("a single-mode scan")
+        async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer:
+            raise AssertionError("a single-mode scan made a batch call")
 
     config = roomy(faults=Faults(latency_ms=100))
     async with (

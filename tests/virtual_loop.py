@@ -1,10 +1,13 @@
-"""An event loop whose clock is virtual: seconds pass only when the loop would wait.
+"""An event loop on a virtual clock, for tests whose subject is time.
 
-A timer "fires" by moving the clock (optionally late by a random amount, to stand in
-for a busy loop), so tests of timing logic (pacing, warm-up, grace periods, batch
-fill) run in milliseconds and cannot flake on a loaded machine. Nothing on it may
-wait for another thread or a socket: with nothing scheduled and nothing ready, the
-loop would wait forever, and `VirtualSelector` says so instead.
+Time passes only when the loop would otherwise wait: a timer "fires" by moving the
+clock (optionally late by a random amount, to stand in for a busy loop), so a test
+of a 10 s timeout takes microseconds and cannot flake on a loaded machine. As
+aiolimiter's own tests fake the loop clock.
+
+Real sockets (a loopback server on the same loop) still work: the selector polls
+them before it moves the clock. Only when nothing at all is scheduled does it wait
+for them for real, and if none wakes the loop it raises instead of hanging.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import random
 import selectors
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+__all__ = ["DEADLOCK_WAIT_S", "VirtualClock", "VirtualLoop", "run_virtual"]
+
 T = TypeVar("T")
+# Real seconds a loop with nothing scheduled waits for a socket before it gives up.
+DEADLOCK_WAIT_S = 5.0
 
 
 class VirtualClock:
@@ -38,8 +45,8 @@ class VirtualClock:
         self.now += 1e-6
 
 
-class VirtualSelector(selectors.BaseSelector):
-    """A selector that never blocks: it advances the virtual clock instead."""
+class _VirtualSelector(selectors.BaseSelector):
+    """A selector that never blocks on a timer: it advances the virtual clock instead."""
 
     def __init__(self, clock: VirtualClock) -> None:
         self._real = selectors.DefaultSelector()
@@ -54,10 +61,17 @@ class VirtualSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
         self._clock.tick()
-        if not ready:
-            if timeout is None:
-                raise RuntimeError("deadlock: nothing scheduled on the virtual loop")
+        if ready or timeout == 0:
+            return ready
+        if timeout is not None:
             self._clock.wait(timeout)
+            return ready
+        # Nothing is scheduled: only a real socket can wake the loop now. The loop's
+        # own wake-up pipe is always registered; anything beyond it is a socket.
+        if len(self._real.get_map()) > 1:
+            ready = self._real.select(DEADLOCK_WAIT_S)
+        if not ready:
+            raise RuntimeError("deadlock: nothing scheduled on the virtual loop")
         return ready
 
     def get_map(self) -> Any:
@@ -67,13 +81,27 @@ class VirtualSelector(selectors.BaseSelector):
         self._real.close()
 
 
-def run_virtual(main: Callable[[], Awaitable[T]], clock: VirtualClock | None = None) -> T:
-    """Run ``main()`` to completion on a fresh loop with a virtual clock."""
-    clock = clock or VirtualClock()
-    loop = asyncio.SelectorEventLoop(VirtualSelector(clock))
-    loop.time = clock  # type: ignore[method-assign]
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+class _VirtualEventLoop(asyncio.SelectorEventLoop):
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(_VirtualSelector(clock))
+        self._virtual_clock = clock
+
+    def time(self) -> float:
+        return self._virtual_clock()
+
+
+def run_virtual(clock: VirtualClock, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` on a fresh loop whose time is ``clock``; as `asyncio.run`, tasks
+    still pending at the end (a server's handlers) are cancelled before it closes."""
+    with asyncio.Runner(loop_factory=lambda: _VirtualEventLoop(clock)) as runner:
+        return runner.run(main())
+
+
+class VirtualLoop:
+    """A clock and a way to run a coroutine on it: the ``virtual_loop`` fixture."""
+
+    def __init__(self, *, lateness: float = 0.0, seed: int = 1) -> None:
+        self.clock = VirtualClock(lateness=lateness, seed=seed)
+
+    def run(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return run_virtual(self.clock, main)

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from fleetscan.client import BatchAnswer, SessionAnswer
+from fleetscan.client import BatchAnswer, SessionAnswer, SessionApi
 from fleetscan.engine.control import Control, Stopped
 from fleetscan.engine.feed import Feed
 from fleetscan.engine.recorder import Recorder
@@ -52,19 +52,20 @@ BATCH_FILL_SECONDS = 0.05
 
 
 class SingleSession(Protocol):
-    """What `SingleLane` calls on the API client."""
+    """What `SingleLane` calls on the API client (a part of `SessionApi`)."""
 
     async def query_session(self, client_id: str) -> SessionAnswer: ...
 
 
 class BatchSession(Protocol):
-    """What `BatchLane` calls on the API client."""
+    """What `BatchLane` calls on the API client (a part of `SessionApi`)."""
 
     async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer: ...
 
 
-class Session(SingleSession, BatchSession, Protocol):
-    """An API client for every lane (`fleetscan.client.OnsMqttClient` is one)."""
+# What a scan with any of its lanes calls: the client package's protocol, whose real
+# implementation is `fleetscan.client.OnsMqttClient`.
+Session = SessionApi
 
 
 class Lane(Generic[S]):

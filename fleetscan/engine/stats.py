@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fleetscan.client import TIMEOUT_CODE
 from fleetscan.engine.control import Stopped
-from fleetscan.errors import ApiError, ThrottledError
+from fleetscan.errors import ThrottledError, TimedOutError
 from fleetscan.summary import ScanCounters
 
 __all__ = ["CallStats"]
@@ -35,7 +34,7 @@ class CallStats:
             counters.calls_failed += 1
             if isinstance(error, ThrottledError):
                 counters.calls_throttled += 1
-            elif isinstance(error, ApiError) and error.code == TIMEOUT_CODE:
+            elif isinstance(error, TimedOutError):
                 counters.calls_timed_out += 1
 
     def retried(self, attempts: int) -> None:
