@@ -470,9 +470,11 @@ class _ScanRun:
             if demo is not None:
                 url, key = demo
                 job.target = dataclasses.replace(job.target, endpoint=url, credentials=key)
-            # The credentials before the output: a missing key writes nothing.
-            await job.prepare()
-            await self._scan(job, client_ids)
+            # The job's one HTTP session serves the credential fetches (STS, ECS) and the
+            # calls; the credentials come before the output: a missing key writes nothing.
+            async with job:
+                await job.prepare()
+                await self._scan(job, client_ids)
 
     async def _scan(self, job: ScanJob, client_ids: Iterator[str]) -> None:
         from fleetscan.destination import OutputFile

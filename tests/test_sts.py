@@ -23,7 +23,6 @@ import aiohttp
 import orjson
 import pytest
 from emulator_fixtures import START, SleepRecorder, ids
-from fleetscan.scanner import Scanner, ScanSettings
 
 from fleetscan import cli
 from fleetscan.cli import main
@@ -50,6 +49,7 @@ from fleetscan.emulator import (
     run_emulator,
     run_emulator_in_thread,
 )
+from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.errors import AccountError, CredentialsError, UsageError
 from fleetscan.records import Status
 from fleetscan.retry import RetryPolicy

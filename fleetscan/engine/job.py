@@ -1,12 +1,13 @@
 """One scan, assembled from its settings: the one place a scan is put together.
 
 ``fleetscan scan``, the library's `fleetscan.scan` and the benchmarks all run a scan
-through `ScanJob`: it resolves the credentials, connects the client (unless given
-one), builds the pacer, the scanner and its lanes, hands records to the sinks (flushed
-every ``flush_interval`` and once more, to disk, at the end), runs a progress hook,
-and keeps the collector off the pacing. It returns a `ScanResult` whose `Outcome` the
-caller maps to what it shows: the command to an exit code, the library to an
-exception.
+through `ScanJob`: it opens the one HTTP session (the credential fetches and the calls
+share it, so a CA bundle is trusted by both), resolves the credentials, connects the
+client (unless given one), builds the pacer, the scanner and its lanes, hands records
+to the sinks (flushed every ``flush_interval`` and once more, to disk, at the end),
+runs a progress hook, and keeps the collector off the pacing. It returns a
+`ScanResult` whose `Outcome` the caller maps to what it shows: the command to an exit
+code, the library to an exception.
 
 Usage, from a running event loop::
 
@@ -27,9 +28,12 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Literal, Protocol
 
-from fleetscan.client import DEFAULT_TIMEOUT, connect
+import aiohttp
+
+from fleetscan.client import DEFAULT_TIMEOUT, connect, open_session
 from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.outcome import Outcome, outcome_of
@@ -140,6 +144,10 @@ class ScanJob:
     ``session`` replaces the client `connect` would build from ``target`` (tests,
     benchmarks); ``pacer`` the `RateLimiter` at the settings' rate. ``freeze_gc``
     keeps the collector off the pacing. A job runs once.
+
+    ``async with job:`` holds its HTTP session from `prepare` to the end of the block
+    (a caller with work between the two, as the command has); without it, `run`
+    opens and closes the session itself.
     """
 
     def __init__(
@@ -172,6 +180,24 @@ class ScanJob:
         # connect): handed to it when it does.
         self._stopped = False
         self._output_error: OSError | None = None
+        # The HTTP session (opened on first need) and what closes it: the caller's
+        # `async with`, or run's end.
+        self._http: aiohttp.ClientSession | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._entered = False
+
+    async def __aenter__(self) -> ScanJob:
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entered = False
+        await self._close_http()
 
     # --- control -------------------------------------------------------------------------
 
@@ -199,7 +225,8 @@ class ScanJob:
         self._prepared = True
         target = self.target
         if self.session is None and target.credentials is None:
-            resolved = await resolve_credentials(profile=target.profile)
+            http = await self._http_session()
+            resolved = await resolve_credentials(profile=target.profile, session=http)
             self.target = dataclasses.replace(
                 target, credentials=resolved.provider, region=target.region or resolved.region
             )
@@ -228,9 +255,9 @@ class ScanJob:
             self.counters.resumed = resume.carried_over
             self._warnings = resume.repairs
             self._report_resume(resume)
-        await self.prepare()
         sink: Sink = sinks[0] if len(sinks) == 1 else Tee(sinks)
         try:
+            await self.prepare()
             async with self._session() as session:
                 scanner = self.scanner = Scanner(
                     client=session,
@@ -246,6 +273,8 @@ class ScanJob:
                 await self._scan(scanner, client_ids, sink, progress)
         finally:
             self._ended = (datetime.now(UTC), time.monotonic() - self._started)
+            if not self._entered:
+                await self._close_http()
         return self.result()
 
     async def _scan(
@@ -306,12 +335,24 @@ class ScanJob:
             warnings=self._warnings,
         )
 
+    async def _http_session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._stack = contextlib.AsyncExitStack()
+            self._http = await self._stack.enter_async_context(open_session(self.target.ca_bundle))
+        return self._http
+
+    async def _close_http(self) -> None:
+        stack, self._stack, self._http = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[Session]:
         if self.session is not None:
             yield self.session
             return
         target = self.target
+        http = await self._http_session()
         async with connect(
             instance_id=self.settings.instance_id,
             credentials=target.credentials,
@@ -321,6 +362,7 @@ class ScanJob:
             signature=target.signature,
             attempt_timeout=target.attempt_timeout,
             ca_bundle=target.ca_bundle,
+            session=http,
         ) as client:
             yield client
 
