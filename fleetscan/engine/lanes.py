@@ -142,34 +142,8 @@ class Lane(Generic[S]):
                 control.on_wire.discard(me)
                 gate.open()
 
-        policy = self.retry
-        # Attempts made before the budget ran dry: the call goes on with the rest.
-        used = 0
         try:
-            while True:
-                try:
-                    result, attempts = await call_with_retry(
-                        attempt,
-                        policy=policy
-                        if not used
-                        else dataclasses.replace(policy, max_attempts=policy.max_attempts - used),
-                        limiter=self.pacer,
-                        on_attempt=self._attempted,
-                        budget=self.budget,
-                    )
-                except BudgetEmpty as empty:
-                    used += empty.error.attempts
-                    if used >= policy.max_attempts or control.stopping:
-                        empty.error.attempts = used
-                        raise empty.error from None
-                    # Retries wait for tokens: the budget caps their rate, not the ID's.
-                    await self.budget.refilled(breaker.sleep)
-                    continue
-                except ApiError as exc:
-                    exc.attempts += used
-                    raise
-                attempts += used
-                break
+            result, attempts = await self._retried(attempt)
         except ApiError as exc:
             self.stats.retried(exc.attempts)
             raise
@@ -178,6 +152,36 @@ class Lane(Generic[S]):
                 gate.open()  # even when the first call never reached the wire
         self.stats.retried(attempts)
         return result, attempts
+
+    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """``attempt`` under the retry policy, paced, within the scan's retry budget: when
+        the budget runs dry, the call's remaining attempts wait for tokens (the budget
+        caps the rate of retries, never an ID's number of attempts)."""
+        policy = self.retry
+        # Attempts made before the budget ran dry: the call goes on with the rest.
+        used = 0
+        while True:
+            try:
+                result, attempts = await call_with_retry(
+                    attempt,
+                    policy=policy
+                    if not used
+                    else dataclasses.replace(policy, max_attempts=policy.max_attempts - used),
+                    limiter=self.pacer,
+                    on_attempt=self._attempted,
+                    budget=self.budget,
+                )
+            except BudgetEmpty as empty:
+                used += empty.error.attempts
+                if used >= policy.max_attempts or self.control.stopping:
+                    empty.error.attempts = used
+                    raise empty.error from None
+                await self.budget.refilled(self.breaker.sleep)
+                continue
+            except ApiError as exc:
+                exc.attempts += used
+                raise
+            return result, attempts + used
 
     def _attempted(self, error: BaseException | None) -> None:
         """One attempt ended (``error`` None on success): the breaker and the counters."""
