@@ -6,6 +6,12 @@ one permit leased from the script (`fleetscan.redis_pacer.script`, where the
 guarantee is proved); a lease asks for as many permits as there are callers waiting,
 up to ``lease``, so a busy process makes one round trip per few permits and an idle
 one leases no more than it spends.
+
+A permit the caller wakes up for too late (more than ``SPEND_WINDOW_S`` after its
+slot) is dropped: spent that late it could crowd a later second. A loop that late on
+every wake-up would then drop every leased permit, so after a drop the pacer takes
+its next ``CATCH_UP_PERMITS`` one at a time, each only if it may be spent at once
+(reach 0): a round trip each, but nothing to wake up for, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from fleetscan.redis_pacer.link import RedisLink
-from fleetscan.redis_pacer.script import SPEND_WINDOW_S, script_args
+from fleetscan.redis_pacer.script import HORIZON_S, SPEND_WINDOW_S, script_args
 
-__all__ = ["DEFAULT_LEASE", "RedisPacer"]
+__all__ = ["CATCH_UP_PERMITS", "DEFAULT_LEASE", "RedisPacer"]
 
 # Permits one round trip may lease, at most.
 DEFAULT_LEASE = 8
+# After a permit is dropped, this many are taken one at a time, to be spent at once.
+CATCH_UP_PERMITS = 16
 
 
 class RedisPacer:
@@ -40,6 +48,7 @@ class RedisPacer:
         "_adaptive",
         "_address_qps",
         "_answers",
+        "_catch_up",
         "_clock",
         "_keys",
         "_lease",
@@ -92,6 +101,8 @@ class RedisPacer:
         self._answers = self._throttled = 0
         # The share of qps in force, as the server last said.
         self._share = 1.0
+        # Permits still to take one at a time, at once, since the last drop.
+        self._catch_up = 0
         # Callers inside acquire: how many permits the next lease asks for.
         self._waiting = 0
         # One caller at a time spends the next permit, in slot order.
@@ -129,6 +140,7 @@ class RedisPacer:
                             return
                         # Spent this late it could crowd a later second (script.py, 2).
                         self.dropped += 1
+                        self._catch_up = CATCH_UP_PERMITS
                     await self._take_lease()
         finally:
             self._waiting -= 1
@@ -137,8 +149,10 @@ class RedisPacer:
         while True:
             answers, throttled = self._answers, self._throttled
             other = () if self._address_qps is None else (self._address_qps,)
+            catch_up = self._catch_up > 0
             args = script_args(
-                want=min(self._lease, self._waiting),
+                want=1 if catch_up else min(self._lease, self._waiting),
+                reach=0.0 if catch_up else HORIZON_S,
                 qps=self._qps,
                 adaptive=self._adaptive,
                 answers=answers,
@@ -152,6 +166,7 @@ class RedisPacer:
             self._throttled -= throttled
             self._share = share_ppm / 1e6
             if offsets:
+                self._catch_up -= catch_up
                 self._leased.extend((arrived + off / 1e6, now_us + off) for off in offsets)
                 return
             await self._sleep(wait_us / 1e6)

@@ -108,10 +108,16 @@ def script_args(
     answers: int,
     throttled: int,
     other_rates: tuple[float, ...] = (),
+    reach: float = HORIZON_S,
 ) -> list[str]:
-    """ARGV for one call: the API's budget first (``qps``, AIMD), then ``other_rates``."""
+    """ARGV for one call: the API's budget first (``qps``, AIMD), then ``other_rates``.
+
+    ``reach``: how far ahead of the server's now a slot may be (at most HORIZON_S);
+    0 grants a permit only if it may be spent at once.
+    """
     args = [
         str(want),
+        str(round(min(reach, HORIZON_S) * 1e6)),
         str(round(HORIZON_S * 1e6)),
         str(KEY_TTL_MS),
         str(AIMD_TTL_MS),
@@ -139,18 +145,20 @@ if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local want = tonumber(ARGV[1])
-local horizon = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
+local reach = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+if reach > horizon then reach = horizon end
+local ttl = tonumber(ARGV[4])
 local function fmt(x) return string.format('%.0f', x) end
 
 local share = 1
-if ARGV[5] == '1' then
+if ARGV[6] == '1' then
   local h = redis.call('HMGET', KEYS[1], 'share', 'cut', 'raised', 'window',
                        'pa', 'pt', 'ca', 'ct')
   share = tonumber(h[1]) or 1
   local never = -1e15
   local cut, raised = tonumber(h[2]) or never, tonumber(h[3]) or never
-  local step = tonumber(ARGV[9])
+  local step = tonumber(ARGV[10])
   local window = math.floor(now / step)
   local last = tonumber(h[4]) or window
   local pa, pt = tonumber(h[5]) or 0, tonumber(h[6]) or 0
@@ -161,21 +169,21 @@ if ARGV[5] == '1' then
     pa, pt, ca, ct = 0, 0, 0, 0
   end
   if window < last then window = last end
-  local answers, throttled = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local answers, throttled = tonumber(ARGV[7]), tonumber(ARGV[8])
   ca, ct = ca + answers, ct + throttled
-  local throttling = pt + ct >= math.max(1, tonumber(ARGV[10]) * (pa + ca))
+  local throttling = pt + ct >= math.max(1, tonumber(ARGV[11]) * (pa + ca))
   if throttled > 0 and throttling and now - cut >= step then
-    share = math.max(tonumber(ARGV[8]), share * tonumber(ARGV[11]))
+    share = math.max(tonumber(ARGV[9]), share * tonumber(ARGV[12]))
     cut = now
   elseif answers > throttled and share < 1 and not throttling
       and now - math.max(cut, raised) >= step then
-    share = math.min(1, share + tonumber(ARGV[12]))
+    share = math.min(1, share + tonumber(ARGV[13]))
     raised = now
   end
   redis.call('HSET', KEYS[1], 'share', string.format('%.6f', share), 'cut', fmt(cut),
              'raised', fmt(raised), 'window', fmt(window), 'pa', fmt(pa), 'pt', fmt(pt),
              'ca', fmt(ca), 'ct', fmt(ct))
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 end
 
 local n = #KEYS - 1
@@ -183,8 +191,8 @@ local last, interval = {}, {}
 for i = 1, n do
   -- Missing: no earlier than any slot granted before the data was lost.
   last[i] = tonumber(redis.call('GET', KEYS[i + 1])) or (now + horizon)
-  local base = tonumber(ARGV[11 + 2 * i])
-  if ARGV[12 + 2 * i] == '1' then base = base / share end
+  local base = tonumber(ARGV[12 + 2 * i])
+  if ARGV[13 + 2 * i] == '1' then base = base / share end
   interval[i] = math.ceil(base)
 end
 local out = {now, 0, math.floor(share * 1000000 + 0.5)}
@@ -193,8 +201,8 @@ for j = 1, want do
   for i = 1, n do
     if last[i] + interval[i] > s then s = last[i] + interval[i] end
   end
-  if s > now + horizon then
-    if j == 1 then out[2] = s - horizon - now end
+  if s > now + reach then
+    if j == 1 then out[2] = s - reach - now end
     break
   end
   out[#out + 1] = s - now
