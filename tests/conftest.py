@@ -9,4 +9,4 @@ import os
 os.environ["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
 
 # A real redis-server for the shared pacer's tests (skips without one, fails under CI).
-from redis_fixtures import redis_server  # noqa: E402, F401
+from redis_fixtures import redis_server  # noqa: F401
