@@ -32,7 +32,7 @@ __all__ = ["SharedBudget"]
 class SharedBudget:
     """The link to Redis for one account and one egress address; see the module doc."""
 
-    __slots__ = ("_access_key_id", "_address", "_prefix", "link")
+    __slots__ = ("_access_key_id", "_address", "_pacers", "_prefix", "link")
 
     def __init__(
         self, link: RedisLink, *, access_key_id: str, address: str, prefix: str = DEFAULT_PREFIX
@@ -43,6 +43,8 @@ class SharedBudget:
         self._access_key_id = access_key_id
         self._address = address
         self._prefix = prefix
+        # The pacers made here, closed with the link.
+        self._pacers: list[RedisPacer] = []
 
     @classmethod
     async def connect(
@@ -87,7 +89,7 @@ class SharedBudget:
         )
         if address_qps is not None:
             keys += (address_key(self._prefix, self._address),)
-        return RedisPacer(
+        pacer = RedisPacer(
             self.link,
             keys=keys,
             qps=qps,
@@ -98,8 +100,12 @@ class SharedBudget:
             sleep=sleep,
             on_grant=on_grant,
         )
+        self._pacers.append(pacer)
+        return pacer
 
     async def aclose(self) -> None:
+        for pacer in self._pacers:
+            await pacer.aclose()
         await self.link.aclose()
 
     def __repr__(self) -> str:

@@ -5,13 +5,15 @@ It has the local `fleetscan.limiter.RateLimiter`'s surface (``await acquire()``,
 one permit leased from the script (`fleetscan.redis_pacer.script`, where the
 guarantee is proved); a lease asks for as many permits as there are callers waiting,
 up to ``lease``, so a busy process makes one round trip per few permits and an idle
-one leases no more than it spends.
+one leases no more than it spends. The next lease goes out while half of the last
+remains, so its round trip is off the path.
 
 A permit the caller wakes up for too late (more than ``SPEND_WINDOW_S`` after its
 slot) is dropped: spent that late it could crowd a later second. A loop that late on
-every wake-up would then drop every leased permit, so after a drop the pacer takes
-its next ``CATCH_UP_PERMITS`` one at a time, each only if it may be spent at once
-(reach 0): a round trip each, but nothing to wake up for, so nothing is dropped.
+every wake-up would then drop every leased permit, so after ``CATCH_UP_AFTER`` drops
+in a row the pacer takes its next ``CATCH_UP_PERMITS`` one at a time, each only if it
+may be spent at once (reach 0): a round trip each, but nothing to wake up for, so
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -25,12 +27,22 @@ from types import TracebackType
 from fleetscan.redis_pacer.link import RedisLink
 from fleetscan.redis_pacer.script import HORIZON_S, SPEND_WINDOW_S, script_args
 
-__all__ = ["CATCH_UP_PERMITS", "DEFAULT_LEASE", "RedisPacer"]
+__all__ = ["CATCH_UP_AFTER", "CATCH_UP_PERMITS", "DEFAULT_LEASE", "RedisPacer"]
 
 # Permits one round trip may lease, at most.
 DEFAULT_LEASE = 8
-# After a permit is dropped, this many are taken one at a time, to be spent at once.
-CATCH_UP_PERMITS = 16
+# After this many permits dropped in a row, the next CATCH_UP_PERMITS are taken one
+# at a time, to be spent at once. (One late wake-up at a spacing shorter than the
+# lateness drops one or two and spends the next: no need to catch up.)
+CATCH_UP_AFTER = 3
+CATCH_UP_PERMITS = 4
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    # A lease's error is raised to the caller awaiting it; retrieved here in case none
+    # was (asyncio would log it as never retrieved).
+    if not task.cancelled():
+        task.exception()
 
 
 class RedisPacer:
@@ -50,6 +62,8 @@ class RedisPacer:
         "_answers",
         "_catch_up",
         "_clock",
+        "_drops_in_a_row",
+        "_filling",
         "_keys",
         "_lease",
         "_leased",
@@ -101,8 +115,12 @@ class RedisPacer:
         self._answers = self._throttled = 0
         # The share of qps in force, as the server last said.
         self._share = 1.0
-        # Permits still to take one at a time, at once, since the last drop.
+        # Permits dropped since the last one spent; and permits still to take one at a
+        # time, at once, since catching up began.
+        self._drops_in_a_row = 0
         self._catch_up = 0
+        # The lease in flight, if any.
+        self._filling: asyncio.Future[None] | None = None
         # Callers inside acquire: how many permits the next lease asks for.
         self._waiting = 0
         # One caller at a time spends the next permit, in slot order.
@@ -126,24 +144,47 @@ class RedisPacer:
         try:
             async with self._lock:
                 while True:
-                    while self._leased:
-                        due, slot = self._leased[0]
+                    self._refill()
+                    if not self._leased:
+                        assert self._filling is not None
+                        # Shielded: a caller cancelled here must not lose the lease.
+                        # (Done already, it returns at once, or raises its error.)
+                        await asyncio.shield(self._filling)
+                        continue
+                    due, slot = self._leased[0]
+                    now = self._clock()
+                    if now < due:
+                        await self._sleep(due - now)
                         now = self._clock()
-                        if now < due:
-                            await self._sleep(due - now)
-                            now = self._clock()
-                        self._leased.popleft()
-                        if now <= due + SPEND_WINDOW_S:
-                            self.granted += 1
-                            if self._on_grant is not None:
-                                self._on_grant(slot)
-                            return
-                        # Spent this late it could crowd a later second (script.py, 2).
-                        self.dropped += 1
+                    self._leased.popleft()
+                    if now <= due + SPEND_WINDOW_S:
+                        self._drops_in_a_row = 0
+                        self.granted += 1
+                        if self._on_grant is not None:
+                            self._on_grant(slot)
+                        return
+                    # Spent this late it could crowd a later second (script.py, 2).
+                    self.dropped += 1
+                    self._drops_in_a_row += 1
+                    if self._drops_in_a_row >= CATCH_UP_AFTER:
                         self._catch_up = CATCH_UP_PERMITS
-                    await self._take_lease()
         finally:
             self._waiting -= 1
+
+    def _refill(self) -> None:
+        """Start the next lease while half of this one remains, hiding its round trip."""
+        if self._filling is not None and not self._filling.done():
+            return
+        if len(self._leased) > (0 if self._catch_up else self._lease // 2):
+            return
+        self._filling = asyncio.ensure_future(self._take_lease())
+        self._filling.add_done_callback(_retrieve)
+
+    async def aclose(self) -> None:
+        """Stop a lease in flight (its permits are wasted, never spent)."""
+        if self._filling is not None:
+            self._filling.cancel()
+            await asyncio.gather(self._filling, return_exceptions=True)
 
     async def _take_lease(self) -> None:
         while True:
