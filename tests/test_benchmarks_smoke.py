@@ -130,7 +130,7 @@ def test_redis_pacer_benchmark(tmp_path: Path) -> None:
     redis_binary()  # skips without redis-server (fails under CI=true)
     document, _ = run_suite("redis", tmp_path)
     figures = by_name(document)
-    for case in ("local", "redis, lease 1", "redis, lease 8", "redis, lease 32"):
+    for case in ("local", "redis, lease 1", "redis, lease 8"):
         measured = figures[f"redis pacer {case}: permits/s at 500/s"]["data"]
         # Permits were really granted, timed and paid for.
         assert measured["permits"] > 0
