@@ -6,8 +6,6 @@ The library's entry points: `scan` (an async generator of records, the twin of
 writer, and `connect` for an `OnsMqttClient`.
 """
 
-__version__ = "0.1.0"
-
 from fleetscan.client import BatchAnswer, OnsMqttClient, SessionAnswer, connect
 from fleetscan.credentials import (
     Credentials,
@@ -25,6 +23,7 @@ from fleetscan.errors import (
     InputError,
     ResignError,
     ThrottledError,
+    TimedOutError,
     TransientError,
     UsageError,
 )
@@ -36,6 +35,7 @@ from fleetscan.records import Record, Status
 from fleetscan.retry import RetryPolicy
 from fleetscan.scanner import Scanner, ScanSettings, scan
 from fleetscan.summary import ScanCounters, ScanSummary
+from fleetscan.version import __version__
 
 __all__ = [
     "AccountError",
@@ -65,6 +65,7 @@ __all__ = [
     "StaticCredentials",
     "Status",
     "ThrottledError",
+    "TimedOutError",
     "TransientError",
     "UsageError",
     "__version__",

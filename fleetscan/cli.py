@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
 
-from fleetscan import __version__
 from fleetscan.errors import FleetscanError, UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import DEFAULT_QPS, IP_SAFE_QPS, MAX_QPS, MODES, Mode, api_for
+from fleetscan.version import __version__
 
 if TYPE_CHECKING:
     from fleetscan.credentials import Credentials

@@ -14,7 +14,9 @@
     └── ApiError              an error answer, or no answer, from the API
         ├── ThrottledError    SystemOverFlow, Throttling*: back off, slow down, retry
         ├── TransientError    InternalError, ServiceUnavailable, 5xx, timeouts,
-        │                     dropped connections, unreadable bodies: retry
+        │   │                 dropped connections, unreadable bodies: retry
+        │   └── TimedOutError no complete answer within the attempt timeout (the
+        │                     server may still have answered, and billed, it)
         ├── ResignError       SignatureNonceUsed, InvalidTimeStamp.Expired: re-sign and
         │                     retry once, then treat as AccountError
         ├── ClientIdError     InvalidParameter*, ParameterCheckFailed and other
@@ -43,6 +45,7 @@ __all__ = [
     "LimiterUnavailableError",
     "ResignError",
     "ThrottledError",
+    "TimedOutError",
     "TransientError",
     "UsageError",
     "api_error",
@@ -124,6 +127,11 @@ class TransientError(ApiError):
     """A passing server or network fault: retry with backoff."""
 
 
+class TimedOutError(TransientError):
+    """No complete answer in time. The call may still have been served (and billed),
+    so the summary counts these apart; callers tell them by this type, not by code."""
+
+
 class ResignError(ApiError):
     """The signature was refused for its nonce or timestamp: sign afresh, retry once."""
 
@@ -145,7 +153,7 @@ _CODE_CLASSES: dict[str, type[ApiError]] = {
     "InternalError": TransientError,
     "ServiceUnavailable": TransientError,
     # fleetscan's own codes for answers that never came or could not be read.
-    "Timeout": TransientError,
+    "Timeout": TimedOutError,
     "ConnectionError": TransientError,
     "MalformedResponse": TransientError,
     # A certificate that does not verify will not start verifying on a retry.

@@ -13,6 +13,7 @@ __all__ = [
     "IP_SAFE_QPS",
     "MAX_QPS",
     "MODES",
+    "RETRY_AFTER_HEADER",
     "SINGLE_API",
     "Mode",
     "api_for",
@@ -30,6 +31,8 @@ MAX_QPS: dict[Mode, int] = {"single": 500, "batch": 100}
 # Past this many calls/s of one API from one source IP, Alibaba blocks the IP, so one
 # process defaults to it and says why when asked for more.
 IP_SAFE_QPS = 300
+# Throttled answers may say how long to back off, in milliseconds, in this header.
+RETRY_AFTER_HEADER = "x-acs-retry-after"
 DEFAULT_QPS: dict[Mode, int] = {"single": IP_SAFE_QPS, "batch": MAX_QPS["batch"]}
 
 

@@ -27,10 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from fleetscan.client import DEFAULT_TIMEOUT, TIMEOUT_CODE, OnsMqttClient, connect
+from fleetscan.client import DEFAULT_TIMEOUT, SessionApi, connect
 from fleetscan.credentials import Credentials, CredentialsProvider
 from fleetscan.dedup import SeenSet
-from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError, ThrottledError
+from fleetscan.errors import (
+    AccountError,
+    ApiError,
+    ClientIdError,
+    ResignError,
+    ThrottledError,
+    TimedOutError,
+)
 from fleetscan.ids import client_id_problem
 from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, BATCH_SIZE, DEFAULT_QPS, SINGLE_API, Mode, api_for
@@ -99,7 +106,7 @@ class Scanner:
     def __init__(
         self,
         *,
-        client: OnsMqttClient,
+        client: SessionApi,
         settings: ScanSettings,
         limiter: RateLimiter | None = None,
         seen: SeenSet | None = None,
@@ -461,7 +468,7 @@ class Scanner:
             counters.calls_failed += 1
             if isinstance(error, ThrottledError):
                 counters.calls_throttled += 1
-            elif isinstance(error, ApiError) and error.code == TIMEOUT_CODE:
+            elif isinstance(error, TimedOutError):
                 counters.calls_timed_out += 1
 
     def _record_status(

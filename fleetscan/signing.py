@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -30,7 +30,10 @@ __all__ = [
     "sign_v3",
     "v1_signature",
     "v1_string_to_sign",
+    "v3_authorization",
     "v3_canonical_request",
+    "v3_matches",
+    "v3_request_signature",
     "v3_signature",
     "verify_v1",
     "verify_v3",
@@ -144,6 +147,45 @@ def v3_signature(canonical_request: str, secret: str) -> str:
     return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
+def v3_request_signature(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed_headers: Iterable[str],
+    payload_hash: str,
+    secret: str,
+) -> str:
+    """A request's V3 signature: what the signer sends and the verifier recomputes."""
+    canonical = v3_canonical_request(method, path, query, headers, signed_headers, payload_hash)
+    return v3_signature(canonical, secret)
+
+
+def v3_authorization(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed_headers: Sequence[str],
+    *,
+    access_key_id: str,
+    secret: str,
+) -> str:
+    """The ``Authorization`` header value that signs a request: the one V3 signer.
+
+    ``query`` is canonical (`canonical_query`), ``headers`` are keyed by lowercase
+    name and hold ``x-acs-content-sha256``, ``signed_headers`` are sorted lowercase
+    names. The client signs every call through this; `sign_v3` is a convenience over it.
+    """
+    signature = v3_request_signature(
+        method, path, query, headers, signed_headers, headers["x-acs-content-sha256"], secret
+    )
+    return (
+        f"{V3_ALGORITHM} Credential={access_key_id},"
+        f"SignedHeaders={';'.join(signed_headers)},Signature={signature}"
+    )
+
+
 def sign_v3(
     method: str,
     *,
@@ -176,13 +218,14 @@ def sign_v3(
         headers["x-acs-security-token"] = security_token
     for name, value in (extra_headers or {}).items():
         headers[name.lower()] = value
-    names = sorted(headers)
-    canonical = v3_canonical_request(
-        method, "/", canonical_query(query), headers, names, headers["x-acs-content-sha256"]
-    )
-    headers["authorization"] = (
-        f"{V3_ALGORITHM} Credential={access_key_id},SignedHeaders={';'.join(names)},"
-        f"Signature={v3_signature(canonical, secret)}"
+    headers["authorization"] = v3_authorization(
+        method,
+        "/",
+        canonical_query(query),
+        headers,
+        sorted(headers),
+        access_key_id=access_key_id,
+        secret=secret,
     )
     return headers
 
@@ -218,6 +261,30 @@ def parse_v3_authorization(header: str) -> V3Authorization:
     return V3Authorization(parts["Credential"], names, parts["Signature"])
 
 
+def v3_matches(
+    auth: V3Authorization,
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+) -> bool:
+    """True when ``auth`` (parsed from the request) signs it with ``secret``: the one
+    V3 check, shared by `verify_v3` and the emulator.
+
+    ``query`` is the canonical query of the decoded parameters; ``headers`` is looked
+    up by lowercase name. The payload hash header must match the body received.
+    """
+    payload_hash = headers.get("x-acs-content-sha256", "")
+    if payload_hash != hashlib.sha256(body).hexdigest():
+        return False
+    expected = v3_request_signature(
+        method, path, query, headers, auth.signed_headers, payload_hash, secret
+    )
+    return hmac.compare_digest(auth.signature.encode(), expected.encode())
+
+
 def verify_v3(
     method: str,
     path: str,
@@ -232,10 +299,4 @@ def verify_v3(
     The payload hash header must also match the body actually received.
     """
     auth = parse_v3_authorization(headers.get("authorization", ""))
-    payload_hash = headers.get("x-acs-content-sha256", "")
-    if payload_hash != hashlib.sha256(body).hexdigest():
-        return False
-    canonical = v3_canonical_request(
-        method, path, canonical_query(query), headers, auth.signed_headers, payload_hash
-    )
-    return hmac.compare_digest(auth.signature.encode(), v3_signature(canonical, secret).encode())
+    return v3_matches(auth, method, path, canonical_query(query), headers, body, secret)

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from virtual_loop import VirtualLoop
 
 from fleetscan.client import (
     MAX_BODY_BYTES,
@@ -37,6 +38,7 @@ from fleetscan.errors import (
     ClientIdError,
     ResignError,
     ThrottledError,
+    TimedOutError,
     TransientError,
     UsageError,
 )
@@ -498,31 +500,45 @@ async def test_a_huge_body_is_not_read_whole(
 # --- no answer ---------------------------------------------------------------------------
 
 
-async def test_a_slow_answer_times_out(
-    session: aiohttp.ClientSession, api: tuple[FakeApi, str]
-) -> None:
-    fake, url = api
+def test_a_slow_answer_times_out(virtual_loop: VirtualLoop) -> None:
+    # On a virtual clock: the timeout fires at exactly its time, the answer (due at
+    # 0.5 s) never comes first, and no real second passes.
+    async def main() -> tuple[TimedOutError, float]:
+        fake = FakeApi()
 
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.5)
-        return web.json_response({"OnlineStatus": True})
+        async def slow(request: web.Request) -> web.Response:
+            await asyncio.sleep(0.5)
+            return web.json_response({"OnlineStatus": True})
 
-    fake.script.append(slow)
-    with pytest.raises(TransientError) as caught:
-        await make_client(session, url, timeout=0.2).query_session(ONLINE)
-    assert (caught.value.code, caught.value.http_status) == ("Timeout", None)
+        fake.script.append(slow)
+        async with aiohttp.ClientSession() as session, serve(fake.handle) as url:
+            start = asyncio.get_running_loop().time()
+            with pytest.raises(TimedOutError) as caught:
+                await make_client(session, url, timeout=0.2).query_session(ONLINE)
+            return caught.value, asyncio.get_running_loop().time() - start
+
+    error, waited = virtual_loop.run(main)
+    assert isinstance(error, TransientError)
+    assert (error.code, error.http_status) == ("Timeout", None)
+    assert 0.2 <= waited < 0.5
 
 
-async def test_a_body_that_stalls_times_out(session: aiohttp.ClientSession) -> None:
+def test_a_body_that_stalls_times_out(virtual_loop: VirtualLoop) -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"Online')
         await writer.drain()
         await asyncio.sleep(0.5)
 
-    async with raw_server(stall) as url:
-        with pytest.raises(TransientError) as caught:
-            await make_client(session, url, timeout=0.2).query_session(ONLINE)
-    assert caught.value.code == "Timeout"
+    async def main() -> tuple[TimedOutError, float]:
+        async with aiohttp.ClientSession() as session, raw_server(stall) as url:
+            start = asyncio.get_running_loop().time()
+            with pytest.raises(TimedOutError) as caught:
+                await make_client(session, url, timeout=0.2).query_session(ONLINE)
+            return caught.value, asyncio.get_running_loop().time() - start
+
+    error, waited = virtual_loop.run(main)
+    assert error.code == "Timeout"
+    assert 0.2 <= waited < 0.5
 
 
 async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

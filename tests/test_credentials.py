@@ -28,7 +28,7 @@ from fleetscan.credentials import (
     StaticCredentials,
     resolve_credentials,
 )
-from fleetscan.errors import CredentialsError
+from fleetscan.errors import AccountError, CredentialsError
 
 KEY_ID = "LTAI-test-id"
 SECRET = "SECRET-must-never-show"
@@ -158,13 +158,13 @@ OIDC = {
 }
 
 
-async def test_oidc_is_refused_not_skipped(tmp_path: Path) -> None:
+async def test_oidc_comes_before_profiles_and_needs_its_token_file(tmp_path: Path) -> None:
     cli_config(tmp_path, ak_profile())  # later in the chain: must not be reached
     message = await resolve_error(dict(OIDC), tmp_path)
-    assert "OIDC" in message
-    assert "not supported yet" in message
-    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in message
-    assert "~/.aliyun/config.json" in message
+    assert message == (
+        "environment (ALIBABA_CLOUD_ROLE_ARN, OIDC): cannot read the OIDC token file "
+        "/var/run/token: No such file or directory"
+    )
 
 
 async def test_environment_keys_come_before_oidc(tmp_path: Path) -> None:
@@ -219,10 +219,10 @@ async def test_region_variable_overrides_profile_region(tmp_path: Path) -> None:
 
 
 async def test_cli_unsupported_mode_is_named(tmp_path: Path) -> None:
-    cli_config(tmp_path, ak_profile(mode="RamRoleArn", ram_role_arn="acs:ram::1:role/x"))
+    cli_config(tmp_path, ak_profile(mode="External", process_command="x"))
     message = await resolve_error({}, tmp_path)
     assert "~/.aliyun/config.json profile 'default'" in message
-    assert "'RamRoleArn'" in message
+    assert "'External'" in message
     assert "not support" in message
 
 
@@ -340,7 +340,10 @@ async def test_ini_file_named_by_environment_must_exist(tmp_path: Path) -> None:
     ("text", "problem"),
     [
         ("[default]\ntype = rsa_key_pair\n", "has type 'rsa_key_pair', which fleetscan does not"),
-        ("[default]\naccess_key_id = x\n", "has no type (use access_key, sts or ecs_ram_role)"),
+        (
+            "[default]\naccess_key_id = x\n",
+            "has no type (use access_key, sts, ram_role_arn, oidc_role_arn or ecs_ram_role)",
+        ),
         ("[default]\ntype = access_key\naccess_key_id = x\n", "has no access_key_secret"),
         (
             f"[default]\ntype = sts\naccess_key_id = x\naccess_key_secret = {SECRET}\n",
@@ -791,7 +794,8 @@ async def test_failed_refresh_serves_current_until_expiry(caplog: pytest.LogCapt
     assert (await provider.get()).access_key_id == "STS.1"  # retried later, not on each call
     assert len(answers) == 1
     clock.now = T0 + timedelta(hours=1)
-    with pytest.raises(CredentialsError, match="HTTP 500"):
+    # Account-wide once expired: a scan stops (exit 3) instead of failing every call.
+    with pytest.raises(AccountError, match=r"CredentialsExpired .*fake: HTTP 500"):
         await provider.get()
 
 

@@ -32,7 +32,6 @@ from fleetscan.emulator import (
     run_emulator,
     run_emulator_in_thread,
 )
-from fleetscan.emulator.server import is_loopback
 from fleetscan.signing import canonical_query, sign_v1
 
 REPO = Path(fleetscan.__file__).resolve().parent.parent
@@ -119,11 +118,6 @@ async def test_tls_without_trustme_says_how_to_install_it(
     with pytest.raises(RuntimeError, match=r"pip install fleetscan\[tls\]"):
         async with run_emulator(EmulatorConfig(tls=True)):
             pass
-
-
-def test_is_loopback() -> None:
-    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
-    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.0.2.1", "example.com"]))
 
 
 # --- the command ----------------------------------------------------------------------
@@ -241,3 +235,30 @@ def test_command_with_tls_and_a_real_secret(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0
         assert secret not in out + err
+
+
+def test_sts_options_make_its_config(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("a-token-of-tests\n")
+    role = "acs:ram::1:role/audit"
+    oidc = ["--sts-oidc-provider", "acs:ram::1:oidc-provider/p"]
+    oidc += ["--sts-oidc-token-file", str(token)]
+    config = command.config_from_args(_parse(["--sts-role", role, *oidc, "--sts-lifetime", "30"]))
+    assert config.sts is not None
+    assert config.sts.lifetime_seconds == 30
+    (only,) = config.sts.roles
+    assert (only.arn, only.oidc_tokens, only.trusted) == (role, ("a-token-of-tests",), ())
+    assert command.config_from_args(_parse([])).sts is None
+    for bad in (["--sts-lifetime", "5"], ["--sts-role", role, "--sts-oidc-provider", "p"]):
+        err = io.StringIO()
+        assert command.run(_parse(bad), out=io.StringIO(), err=err) == 2
+        assert "--sts" in err.getvalue()
+
+
+def test_command_with_sts_prints_its_url() -> None:
+    with _start(["--sts-role", "acs:ram::1:role/audit"]) as proc:
+        banner = _banner(proc, 6)
+        assert banner["sts_url"].startswith("http://127.0.0.1:")
+        assert banner["sts_url"] != banner["url"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

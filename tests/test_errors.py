@@ -11,6 +11,7 @@ from fleetscan.errors import (
     InputError,
     ResignError,
     ThrottledError,
+    TimedOutError,
     TransientError,
     api_error,
 )
@@ -26,6 +27,8 @@ from fleetscan.errors import (
         ("InternalError", 417, TransientError),
         ("InternalError", 500, TransientError),
         ("ServiceUnavailable", 503, TransientError),
+        ("Timeout", None, TimedOutError),
+        ("ConnectionError", None, TransientError),
         ("InvalidParameter.ClientId", 400, ClientIdError),
         ("ParameterCheckFailed", 400, ClientIdError),
         ("InstanceNotFound", 400, AccountError),
@@ -59,6 +62,13 @@ def test_code_decides_before_status(code: str | None, status: int | None, cls: t
         "message": "m",
         "http_status": status,
     }
+
+
+def test_a_timeout_is_told_by_its_type_and_is_retried_as_transient() -> None:
+    err = api_error("Timeout", "no complete answer within 10 s", http_status=None)
+    assert isinstance(err, TimedOutError)
+    assert isinstance(err, TransientError)
+    assert not isinstance(api_error("ConnectionError", "m", http_status=None), TimedOutError)
 
 
 def test_a_403_can_mean_retry_or_stop() -> None:

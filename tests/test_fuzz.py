@@ -29,13 +29,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetscan.client import (
-    MAX_BODY_BYTES,
-    OnsMqttClient,
-    _answer,
-    _retry_after,
-    _statuses,
-)
+from fleetscan.client import MAX_BODY_BYTES, OnsMqttClient
+from fleetscan.client.answers import answer_data, parse_statuses, retry_after_seconds
 from fleetscan.credentials import Credentials, StaticCredentials
 from fleetscan.errors import ApiError, InputError
 from fleetscan.inputs import MAX_LINE_BYTES, read_client_ids
@@ -207,8 +202,8 @@ def test_any_answer_parses_or_is_an_api_error_without_secrets(
     field = "OnlineStatus" if single else "OnlineStatusList"
 
     def parse() -> tuple[dict[str, Any], object]:
-        data = _answer(status, body, hint, field, secrets=(TOKEN, SECRET))
-        return data, data["OnlineStatus"] if single else _statuses(data["OnlineStatusList"])
+        data = answer_data(status, body, hint, field, secrets=(TOKEN, SECRET))
+        return data, data["OnlineStatus"] if single else parse_statuses(data["OnlineStatusList"])
 
     parsed, error = attempt(parse, ApiError)
     if error is not None:
@@ -232,7 +227,7 @@ def test_any_answer_parses_or_is_an_api_error_without_secrets(
 
 @given(hint=st.text(max_size=30))
 def test_any_retry_hint_is_a_sane_number_of_seconds_or_none(hint: str) -> None:
-    seconds = _retry_after(hint)
+    seconds = retry_after_seconds(hint)
     assert seconds is None or (seconds >= 0 and math.isfinite(seconds))
 
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,5 +193,14 @@ def test_line_total_counts_plain_files_but_not_stdin_or_gzip(tmp_path: Path) -> 
     while total() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert total() == 6
-    assert LineTotal(["-"])() is None
-    assert LineTotal([str(plain), str(tmp_path / "more.txt.gz")])() is None
+    # Mixed with a plain file, stdin or gzip input means no count at all. A counter
+    # that started would still be running (it shows up as a new thread) or have
+    # finished (value set); the value is read after the threads, so neither slips by.
+    gz = tmp_path / "more.txt.gz"
+    gz.write_bytes(b"")
+    for inputs in (["-"], [str(plain), "-"], [str(plain), str(gz)]):
+        before = set(threading.enumerate())
+        uncounted = LineTotal(inputs)
+        started = set(threading.enumerate()) - before
+        assert not started, inputs
+        assert uncounted() is None, inputs

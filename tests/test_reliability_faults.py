@@ -36,9 +36,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from fleetscan import client as client_module
 from fleetscan.cli import main
 from fleetscan.client import BatchAnswer, OnsMqttClient, SessionAnswer
+from fleetscan.client import connection as client_module
 from fleetscan.credentials import Credentials, StaticCredentials
 from fleetscan.emulator import (
     ACTION_SINGLE,

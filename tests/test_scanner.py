@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ import pytest
 from emulator_fixtures import ids
 
 from fleetscan import scanner as scanner_module
-from fleetscan.client import connect
+from fleetscan.client import BatchAnswer, SessionAnswer, SessionApi, connect
 from fleetscan.credentials import Credentials
 from fleetscan.emulator import (
     ACTION_BATCH,
@@ -631,15 +631,18 @@ async def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer() 
     events: list[tuple[str, float]] = []
 
     class Recording:
-        def __init__(self, client: Any) -> None:
+        def __init__(self, client: SessionApi) -> None:
             self.client = client
 
-        async def query_session(self, client_id: str) -> Any:
+        async def query_session(self, client_id: str) -> SessionAnswer:
             events.append(("sent", time.monotonic()))
             try:
                 return await self.client.query_session(client_id)
             finally:
                 events.append(("answered", time.monotonic()))
+
+        async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer:
+            raise AssertionError("a single-mode scan made a batch call")
 
     config = roomy(faults=Faults(latency_ms=100))
     async with (
@@ -647,7 +650,7 @@ async def test_the_first_call_goes_out_alone_and_the_others_follow_its_answer() 
         connect(instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url) as client,
     ):
         settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=FAST_QPS, retry=FAST_RETRY)
-        scanner = Scanner(client=Recording(client), settings=settings)  # type: ignore[arg-type]
+        scanner = Scanner(client=Recording(client), settings=settings)
         outcome, records = await run_scan(scanner, ids(8))
     assert outcome == "completed"
     assert len(records) == 8

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleetscan.client import V1Signer, V3Signer
+from fleetscan.credentials import Credentials
 from fleetscan.signing import (
     EMPTY_SHA256,
     canonical_query,
@@ -126,6 +128,34 @@ def test_v3_onsmqtt_vector() -> None:
     assert verify_v3("POST", "/", query, headers, b"", "YourAccessKeySecret")
     assert not verify_v3("POST", "/", query, headers, b"", "wrong")
     assert not verify_v3("GET", "/", query, headers, b"", "YourAccessKeySecret")
+
+
+def test_the_clients_v3_signer_gives_the_onsmqtt_vector() -> None:
+    # The signer the client calls on every attempt, not only sign_v3, meets the vector.
+    params = {"ClientId": "GID_test@@@dev 1", "InstanceId": "post-cn-0pp12gl0000"}
+    signer = V3Signer(
+        host="onsmqtt.cn-hangzhou.aliyuncs.com", clock=lambda: TS_V3, nonce=lambda: NONCE_V3
+    )
+    credentials = Credentials(
+        access_key_id="YourAccessKeyId", access_key_secret="YourAccessKeySecret", source="test"
+    )
+    query, headers = signer.sign(
+        "QuerySessionByClientId", canonical_query(params), params, credentials
+    )
+    assert query == canonical_query(params)
+    assert headers == _sign_onsmqtt_v3()
+    auth = parse_v3_authorization(headers["authorization"])
+    assert auth.signature == "69bb52ca6339786ff222bc55c70a757ad9d504fd8eb51ba169bb38a4c19fb316"
+
+
+def test_the_clients_v1_signer_gives_the_onsmqtt_vector() -> None:
+    params = {k: v for k, v in ONSMQTT_PARAMS.items() if k not in ("Action", "Version")}
+    signer = V1Signer(clock=lambda: TS_V1, nonce=lambda: NONCE_V1)
+    credentials = Credentials(access_key_id="testid", access_key_secret="testsecret", source="t")
+    query, headers = signer.sign("QuerySessionByClientId", "", params, credentials)
+    assert headers == {}
+    signed = dict(pair.split("=", 1) for pair in query.split("&"))
+    assert signed["Signature"] == percent_encode("t4+s7oWZid19QlCwpmXTFpmIFWQ=")
 
 
 @pytest.mark.parametrize(

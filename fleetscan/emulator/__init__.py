@@ -4,7 +4,8 @@ It serves ``QuerySessionByClientId`` and ``BatchQuerySessionByClientIds`` on
 loopback as strictly as the docs describe the real service: V1 and V3 signatures,
 15-minute timestamps and nonces, per-account and per-IP limits on every sliding
 second, real error codes and statuses, plus injected faults and counters a test can
-check. See `run_emulator`, `run_emulator_in_thread` and `EmulatorConfig`.
+check; with `StsConfig`, STS's ``AssumeRole`` and ``AssumeRoleWithOIDC`` on a port of
+their own. See `run_emulator`, `run_emulator_in_thread` and `EmulatorConfig`.
 """
 
 from fleetscan.emulator.app import EMULATOR, Emulator, create_app
@@ -34,6 +35,8 @@ from fleetscan.emulator.config import (
     Faults,
     KeyPair,
     Limits,
+    StsConfig,
+    StsRole,
 )
 from fleetscan.emulator.control import EmulatorControl
 from fleetscan.emulator.fleet import Fleet
@@ -44,6 +47,7 @@ from fleetscan.emulator.server import (
     run_emulator_in_thread,
 )
 from fleetscan.emulator.stats import ActionStats, IpStats, StatsSnapshot
+from fleetscan.emulator.sts import StsCall, StsService, StsStats
 
 __all__ = [
     "ACTIONS",
@@ -79,6 +83,11 @@ __all__ = [
     "Limits",
     "RunningEmulator",
     "StatsSnapshot",
+    "StsCall",
+    "StsConfig",
+    "StsRole",
+    "StsService",
+    "StsStats",
     "ThreadedEmulator",
     "create_app",
     "run_emulator",

@@ -14,17 +14,17 @@ from collections.abc import Iterable, Mapping
 import orjson
 from aiohttp import web
 
+from fleetscan.limits import RETRY_AFTER_HEADER
+
 __all__ = [
     "CURRENT_STATUSES",
     "LEGACY_STATUSES",
     "MESSAGES",
-    "RETRY_AFTER_HEADER",
     "Answers",
     "Refusal",
     "RequestIds",
 ]
 
-RETRY_AFTER_HEADER = "x-acs-retry-after"
 _JSON = "application/json;charset=utf-8"
 
 # HTTP status per code; a code not listed is a 400.

@@ -1,4 +1,5 @@
-"""The emulator's aiohttp application: the API at ``/`` and controls at ``/_emulator/``.
+"""The emulator's aiohttp applications: the API at ``/`` and controls at ``/_emulator/``;
+with `StsConfig`, STS (`fleetscan.emulator.sts`) on a port of its own (`create_sts_app`).
 
 A request to ``/`` (GET or POST) goes through the stages a real call meets, and the
 first that refuses it answers:
@@ -40,10 +41,11 @@ from fleetscan.emulator.control import EmulatorControl
 from fleetscan.emulator.faults import FaultInjector
 from fleetscan.emulator.fleet import Fleet
 from fleetscan.emulator.stats import Stats, StatsSnapshot
+from fleetscan.emulator.sts import StsService
 from fleetscan.emulator.throttle import Throttle
 from fleetscan.ids import client_id_problem
 
-__all__ = ["EMULATOR", "Emulator", "create_app"]
+__all__ = ["EMULATOR", "Emulator", "create_app", "create_sts_app"]
 
 _FORM = "application/x-www-form-urlencoded"
 _LIST_PREFIX = "ClientIdList."
@@ -91,6 +93,19 @@ class Emulator:
             region=config.region, seed=config.seed, legacy_statuses=config.legacy_statuses
         )
         self._instances = frozenset(config.instance_ids)
+        # STS shares the keys (it adds the ones it issues) and the signature checks.
+        self.sts = (
+            StsService(
+                config.sts,
+                control=self.control,
+                auth=self._auth,
+                clock=clock,
+                sleep=sleep,
+                seed=config.seed,
+            )
+            if config.sts is not None
+            else None
+        )
 
     def snapshot(self) -> StatsSnapshot:
         """The counters now (call on the emulator's loop)."""
@@ -308,6 +323,17 @@ def create_app(
     app.router.add_get("/_emulator/config", emulator.get_config)
     app.router.add_post("/_emulator/config", emulator.post_config)
     app.router.add_get("/_emulator/fleet", emulator.get_fleet)
+    return app
+
+
+def create_sts_app(emulator: Emulator) -> web.Application:
+    """The application of ``emulator``'s STS (it must have been configured with one)."""
+    if emulator.sts is None:
+        raise ValueError("this emulator was configured without STS")
+    app = web.Application()
+    app[EMULATOR] = emulator
+    app.router.add_route("GET", "/", emulator.sts.handle)
+    app.router.add_route("POST", "/", emulator.sts.handle)
     return app
 
 

@@ -10,8 +10,6 @@ Verification itself is `fleetscan.signing`'s, shared with the client.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -23,8 +21,7 @@ from fleetscan.signing import (
     canonical_query,
     parse_v3_authorization,
     v1_string_to_sign,
-    v3_canonical_request,
-    v3_signature,
+    v3_matches,
     verify_v1,
 )
 
@@ -126,14 +123,7 @@ class Authenticator:
                     f"header {name} is not in SignedHeaders.",
                 )
         key = self._key(auth.access_key_id, headers.get("x-acs-security-token"), now)
-        # verify_v3, minus its second parse of the Authorization header.
-        payload_hash = headers["x-acs-content-sha256"]
-        canonical = v3_canonical_request(
-            method, "/", canonical_query(query), headers, signed, payload_hash
-        )
-        if payload_hash != hashlib.sha256(body).hexdigest() or not hmac.compare_digest(
-            auth.signature.encode(), v3_signature(canonical, key.secret).encode()
-        ):
+        if not v3_matches(auth, method, "/", canonical_query(query), headers, body, key.secret):
             raise Refusal("SignatureDoesNotMatch")
         self._fresh(key, headers["x-acs-date"], headers["x-acs-signature-nonce"], now)
         return key

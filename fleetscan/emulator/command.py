@@ -1,9 +1,9 @@
 """``fleetscan emulator``: serve the emulator until SIGINT or SIGTERM.
 
 It prints ``name: value`` lines to stdout (``url``, ``instance_id``, ``region``,
-``access_key_id``, ``ca_file`` with ``--tls``, and ``access_key_secret`` only when it
-is the documented demo secret), then serves. The secret is best given in
-``FLEETSCAN_EMULATOR_SECRET`` rather than on the command line.
+``access_key_id``, ``ca_file`` with ``--tls``, ``sts_url`` with ``--sts-role``, and
+``access_key_secret`` only when it is the documented demo secret), then serves. The
+secret is best given in ``FLEETSCAN_EMULATOR_SECRET`` rather than on the command line.
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ from fleetscan.emulator.config import (
     Faults,
     KeyPair,
     Limits,
+    StsConfig,
+    StsRole,
 )
-from fleetscan.emulator.server import is_loopback, run_emulator
+from fleetscan.emulator.server import run_emulator
+from fleetscan.endpoints import is_loopback
 
-__all__ = ["SECRET_ENV", "add_arguments", "config_from_args", "run"]
+__all__ = ["SECRET_ENV", "add_arguments", "config_from_args", "exposure_warning", "run"]
 
 SECRET_ENV = "FLEETSCAN_EMULATOR_SECRET"  # noqa: S105 - the variable's name, not a secret
 
@@ -90,6 +93,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flt.add_argument("--slow-rate", type=float, default=0.0)
     flt.add_argument("--slow-ms", type=float, default=0.0)
 
+    sts = parser.add_argument_group("STS (on a port of its own, when a role is given)")
+    sts.add_argument(
+        "--sts-role", action="append", metavar="ARN", help="a role any key may assume; repeatable"
+    )
+    sts.add_argument("--sts-port", type=int, default=0, help="0 picks a free port")
+    sts.add_argument("--sts-oidc-provider", metavar="ARN", help="the OIDC provider the roles trust")
+    sts.add_argument(
+        "--sts-oidc-token-file",
+        type=Path,
+        metavar="PATH",
+        help="the OIDC token accepted (read from a file: it is a secret)",
+    )
+    sts.add_argument(
+        "--sts-lifetime", type=float, metavar="SECONDS", help="issued keys expire this soon"
+    )
+
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """The `EmulatorConfig` the options ask for; ValueError when they cannot work."""
@@ -126,7 +145,25 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         legacy_statuses=args.legacy_statuses,
         tls=args.tls,
         tls_dir=args.tls_dir,
+        sts=_sts_config(args),
     )
+
+
+def _sts_config(args: argparse.Namespace) -> StsConfig | None:
+    if not args.sts_role:
+        if args.sts_oidc_provider or args.sts_oidc_token_file or args.sts_lifetime:
+            raise ValueError("the --sts-* options need at least one --sts-role")
+        return None
+    if bool(args.sts_oidc_provider) != bool(args.sts_oidc_token_file):
+        raise ValueError("--sts-oidc-provider and --sts-oidc-token-file go together")
+    tokens: tuple[str, ...] = ()
+    if args.sts_oidc_token_file:
+        tokens = (args.sts_oidc_token_file.read_text(encoding="utf-8").strip(),)
+    roles = tuple(
+        StsRole(arn=arn, oidc_provider_arn=args.sts_oidc_provider, oidc_tokens=tokens)
+        for arn in args.sts_role
+    )
+    return StsConfig(roles=roles, port=args.sts_port, lifetime_seconds=args.sts_lifetime)
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -146,13 +183,20 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     return 0
 
 
+def exposure_warning(host: str) -> str | None:
+    """What to say when the emulator listens beyond loopback (the client's rule too)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: listening on {host}, reachable beyond this machine; the "
+        "emulator is a test tool with no real security"
+    )
+
+
 async def _serve(config: EmulatorConfig, out: TextIO, err: TextIO) -> None:
-    if not is_loopback(config.host):
-        print(
-            f"warning: listening on {config.host}, reachable beyond this machine; the "
-            "emulator is a test tool with no real security",
-            file=err,
-        )
+    warning = exposure_warning(config.host)
+    if warning:
+        print(warning, file=err)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,6 +215,8 @@ async def _serve(config: EmulatorConfig, out: TextIO, err: TextIO) -> None:
                 lines.append(f"access_key_secret: {key.secret}")
             if emu.ca_file is not None:
                 lines.append(f"ca_file: {emu.ca_file}")
+            if emu.sts_url is not None:
+                lines.append(f"sts_url: {emu.sts_url}")
             print("\n".join(lines), file=out, flush=True)
             print("serving; stop with Ctrl-C or SIGTERM", file=err, flush=True)
             await stop.wait()

@@ -41,11 +41,16 @@ __all__ = [
     "DROP",
     "MAX_BATCH_SIZE",
     "SIGNATURE_WINDOW_SECONDS",
+    "STS_MAX_DURATION_SECONDS",
+    "STS_MIN_DURATION_SECONDS",
+    "STS_VERSION",
     "EmulatorConfig",
     "FaultRule",
     "Faults",
     "KeyPair",
     "Limits",
+    "StsConfig",
+    "StsRole",
 ]
 
 # The service's facts, shared with the client (fleetscan.limits).
@@ -71,6 +76,12 @@ DEFAULT_QPS_BATCH = MAX_QPS["batch"]
 DEFAULT_IP_LIMIT = IP_SAFE_QPS
 # The real block time is undocumented; a minute is long enough to hurt a scan.
 DEFAULT_IP_BLOCK_SECONDS = 60.0
+
+# STS (``onsmqtt-api.md`` §7.1): its version, and the bounds of DurationSeconds (a
+# role's maximum is at most 12 hours; the default maximum is one hour).
+STS_VERSION = "2015-04-01"
+STS_MIN_DURATION_SECONDS = 900
+STS_MAX_DURATION_SECONDS = 3600
 
 # The FaultRule code that closes the connection without any response.
 DROP = "Drop"
@@ -184,13 +195,61 @@ class FaultRule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StsRole:
+    """A RAM role the emulator's STS lets callers assume.
+
+    ``arn`` is ``acs:ram::<account uid>:role/<name>``. ``AssumeRole`` is allowed to
+    the access key IDs in ``trusted`` and to the keys issued for the role ARNs in it
+    (a chain); empty ``trusted`` lets any key the emulator knows assume it. When
+    ``external_id`` is set, ``AssumeRole`` must give it. ``AssumeRoleWithOIDC`` is
+    accepted for ``oidc_provider_arn`` with one of ``oidc_tokens``. Issued keys
+    belong to ``account`` (the OnsMqtt limits are per account).
+    """
+
+    arn: str
+    trusted: tuple[str, ...] = ()
+    external_id: str | None = None
+    oidc_provider_arn: str | None = None
+    oidc_tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_session_seconds: int = STS_MAX_DURATION_SECONDS
+    account: str = DEFAULT_ACCOUNT
+
+    def __post_init__(self) -> None:
+        if not self.arn.startswith("acs:ram::") or ":role/" not in self.arn:
+            raise ValueError(f"a role ARN looks like acs:ram::<uid>:role/<name>, not {self.arn!r}")
+        if self.max_session_seconds < STS_MIN_DURATION_SECONDS:
+            raise ValueError(f"max_session_seconds must be at least {STS_MIN_DURATION_SECONDS}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StsConfig:
+    """STS, served on a port of its own (0 picks a free one) next to the API.
+
+    Issued credentials expire after the DurationSeconds asked for, or after
+    ``lifetime_seconds`` when that is set (a short life, for tests of refreshing);
+    the API side refuses them from then on (``InvalidSecurityToken.Expired``).
+    """
+
+    roles: tuple[StsRole, ...] = ()
+    port: int = 0
+    lifetime_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, not {self.port}")
+        if self.lifetime_seconds is not None and not self.lifetime_seconds >= 1:
+            raise ValueError("lifetime_seconds must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EmulatorConfig:
     """Everything an emulator starts with.
 
     The fleet is ``online_ratio`` of all valid IDs, chosen by ``seed``, unless
     ``fleet_csv`` (``client_id,online`` lines) names it. ``churn_rate`` is the share
     of IDs whose status is drawn afresh each second; ``batch_cache_seconds`` > 0
-    makes batch answers come from a snapshot refreshed that often.
+    makes batch answers come from a snapshot refreshed that often. ``sts`` serves
+    STS too (`StsConfig`).
     """
 
     host: str = DEFAULT_HOST
@@ -211,6 +270,8 @@ class EmulatorConfig:
     count_client_ids: bool = True
     tls: bool = False
     tls_dir: Path | None = None
+    # STS on a port of its own, when set.
+    sts: StsConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.keys or not self.instance_ids:

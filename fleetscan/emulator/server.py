@@ -15,7 +15,6 @@ localhost and ::1, signed by a throwaway CA whose PEM is written to ``ca_file``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import shutil
 import ssl
 import tempfile
@@ -28,17 +27,17 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetscan.emulator.app import EMULATOR, Emulator, create_app
+from fleetscan.emulator.app import EMULATOR, Emulator, create_app, create_sts_app
 from fleetscan.emulator.config import EmulatorConfig
 from fleetscan.emulator.control import EmulatorControl
 from fleetscan.emulator.fleet import Fleet
 from fleetscan.emulator.stats import StatsSnapshot
+from fleetscan.emulator.sts import StsService
 
 __all__ = [
     "CA_FILE_NAME",
     "RunningEmulator",
     "ThreadedEmulator",
-    "is_loopback",
     "run_emulator",
     "run_emulator_in_thread",
 ]
@@ -49,13 +48,25 @@ _SHUTDOWN_SECONDS = 0.5
 
 
 class RunningEmulator:
-    """A started emulator: where it listens and its state (use on its loop)."""
+    """A started emulator: where it listens and its state (use on its loop).
 
-    def __init__(self, emulator: Emulator, *, url: str, port: int, ca_file: Path | None):
+    ``sts_url`` is where its STS listens, None when it serves none.
+    """
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        *,
+        url: str,
+        port: int,
+        ca_file: Path | None,
+        sts_url: str | None = None,
+    ):
         self.emulator = emulator
         self.url = url
         self.port = port
         self.ca_file = ca_file
+        self.sts_url = sts_url
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r})"
@@ -69,6 +80,13 @@ class RunningEmulator:
     def fleet(self) -> Fleet:
         """The devices: ``fleet.is_online(client_id)`` is the truth."""
         return self.emulator.fleet
+
+    @property
+    def sts(self) -> StsService:
+        """Its STS: roles, fault rules, and ``stats.calls`` (raises when it has none)."""
+        if self.emulator.sts is None:
+            raise RuntimeError("this emulator was configured without STS")
+        return self.emulator.sts
 
     @property
     def control(self) -> EmulatorControl:
@@ -95,8 +113,9 @@ class ThreadedEmulator(RunningEmulator):
         port: int,
         ca_file: Path | None,
         loop: asyncio.AbstractEventLoop,
+        sts_url: str | None = None,
     ):
-        super().__init__(emulator, url=url, port=port, ca_file=ca_file)
+        super().__init__(emulator, url=url, port=port, ca_file=ca_file, sts_url=sts_url)
         self.loop = loop
 
     def stats(self) -> StatsSnapshot:
@@ -113,16 +132,6 @@ class ThreadedEmulator(RunningEmulator):
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @asynccontextmanager
 async def run_emulator(
     config: EmulatorConfig | None = None,
@@ -131,8 +140,8 @@ async def run_emulator(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve the emulator on the running loop until the block ends."""
-    async with _serving(config or EmulatorConfig(), clock, sleep) as (app, url, port, ca):
-        yield RunningEmulator(app[EMULATOR], url=url, port=port, ca_file=ca)
+    async with _serving(config or EmulatorConfig(), clock, sleep) as (app, url, port, ca, sts):
+        yield RunningEmulator(app[EMULATOR], url=url, port=port, ca_file=ca, sts_url=sts)
 
 
 @contextmanager
@@ -156,9 +165,12 @@ def run_emulator_in_thread(
                 url,
                 port,
                 ca,
+                sts,
             ):
                 started.append(
-                    ThreadedEmulator(app[EMULATOR], url=url, port=port, ca_file=ca, loop=loop)
+                    ThreadedEmulator(
+                        app[EMULATOR], url=url, port=port, ca_file=ca, loop=loop, sts_url=sts
+                    )
                 )
                 ready.set()
                 await stop.wait()
@@ -195,17 +207,33 @@ async def _serving(
     config: EmulatorConfig,
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[object]],
-) -> AsyncIterator[tuple[web.Application, str, int, Path | None]]:
+) -> AsyncIterator[tuple[web.Application, str, int, Path | None, str | None]]:
     app = create_app(config, clock=clock, sleep=sleep)
     ssl_context, ca_file, scratch = _tls(config) if config.tls else (None, None, None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
+    # STS is its own "host", as it is for real: its own port, same address and TLS.
+    sts_runner = None
+    if config.sts is not None:
+        sts_app = create_sts_app(app[EMULATOR])
+        sts_runner = web.AppRunner(sts_app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
         await site.start()
         port = int(runner.addresses[0][1])
-        yield app, _url(config.host, port, tls=config.tls), port, ca_file
+        sts_url = None
+        if sts_runner is not None and config.sts is not None:
+            await sts_runner.setup()
+            sts_site = web.TCPSite(
+                sts_runner, config.host, config.sts.port, ssl_context=ssl_context
+            )
+            await sts_site.start()
+            sts_port = int(sts_runner.addresses[0][1])
+            sts_url = _url(config.host, sts_port, tls=config.tls)
+        yield app, _url(config.host, port, tls=config.tls), port, ca_file, sts_url
     finally:
+        if sts_runner is not None:
+            await sts_runner.cleanup()
         await runner.cleanup()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

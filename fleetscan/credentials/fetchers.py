@@ -4,7 +4,7 @@ credentials URI (``onsmqtt-api.md`` §7, steps 5 and 6).
 `fetch_metadata` asks the metadata service for a session token (IMDSv2 style), then for
 the RAM role attached to the instance unless it is known, then for that role's keys.
 `fetch_uri` GETs a credentials URI. Both answer with the same JSON object, parsed here
-into a `Credentials`; `fleetscan.credentials` wraps them in a `RefreshingCredentials`.
+into a `Credentials`; the chain wraps them in a `RefreshingCredentials`.
 Failures are `FetchError`s that name the place; no message quotes a secret, a token or
 a URI's query string.
 """
@@ -15,24 +15,24 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from fleetscan.credentials.value import Credentials
 from fleetscan.errors import CredentialsError
-
-if TYPE_CHECKING:
-    from fleetscan.credentials import Credentials
 
 __all__ = [
     "METADATA_TIMEOUT",
     "METADATA_TOKEN_TTL",
     "URI_TIMEOUT",
     "FetchError",
+    "borrowed_session",
     "fetch_metadata",
     "fetch_uri",
     "metadata_place",
+    "temporary_credentials",
     "uri_place",
 ]
 
@@ -71,7 +71,7 @@ async def fetch_metadata(
 ) -> Credentials:
     """Token first (IMDSv2 style), then the role name unless known, then its keys."""
     place = metadata_place(base)
-    async with _session(given) as session:
+    async with borrowed_session(given) as session:
         ttl = {"X-aliyun-ecs-metadata-token-ttl-seconds": str(METADATA_TOKEN_TTL)}
         status, token = await _call(
             session, "PUT", base + _TOKEN_PATH, ttl, METADATA_TIMEOUT, place
@@ -101,7 +101,7 @@ async def fetch_uri(given: aiohttp.ClientSession | None, uri: str) -> Credential
     place = uri_place(uri)
     if urlsplit(uri).scheme not in ("http", "https"):
         raise FetchError(place, "not an http or https URL")
-    async with _session(given) as session:
+    async with borrowed_session(given) as session:
         status, body = await _call(session, "GET", uri, {}, URI_TIMEOUT, place)
     if status != 200:
         raise FetchError(place, f"HTTP {status}")
@@ -110,9 +110,6 @@ async def fetch_uri(given: aiohttp.ClientSession | None, uri: str) -> Credential
 
 def _temporary(body: str, where: str) -> Credentials:
     """Parse ``{"Code":"Success","AccessKeyId",...,"Expiration"}``; errors quote no values."""
-    # Here, not at the top: fleetscan.credentials imports this module to build its chain.
-    from fleetscan.credentials import Credentials
-
     try:
         answer: Any = json.loads(body)
     except json.JSONDecodeError:
@@ -122,13 +119,25 @@ def _temporary(body: str, where: str) -> Credentials:
     code = answer.get("Code")
     if code != "Success":
         raise FetchError(where, f"answered Code {str(code)[:60]!r}, not 'Success'")
+    try:
+        return temporary_credentials(answer, where)
+    except ValueError as exc:
+        raise FetchError(where, str(exc)) from None
+
+
+def temporary_credentials(answer: Mapping[str, Any], where: str) -> Credentials:
+    """``AccessKeyId``, ``AccessKeySecret``, ``SecurityToken`` and ``Expiration`` of an
+    answer (the metadata service's, a credentials URI's, STS's ``Credentials``).
+
+    Raises ValueError naming what is missing or wrong, never quoting a value.
+    """
     for key in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"):
         if not isinstance(answer.get(key), str) or not answer[key]:
-            raise FetchError(where, f"the answer has no {key}")
+            raise ValueError(f"the answer has no {key}")
     try:
         expiration = datetime.fromisoformat(answer["Expiration"])
     except ValueError:
-        raise FetchError(where, "Expiration is not an ISO 8601 time") from None
+        raise ValueError("Expiration is not an ISO 8601 time") from None
     if expiration.tzinfo is None:
         expiration = expiration.replace(tzinfo=UTC)
     return Credentials(
@@ -141,7 +150,10 @@ def _temporary(body: str, where: str) -> Credentials:
 
 
 @asynccontextmanager
-async def _session(given: aiohttp.ClientSession | None) -> AsyncIterator[aiohttp.ClientSession]:
+async def borrowed_session(
+    given: aiohttp.ClientSession | None,
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """``given`` (left open), or a session of its own for this one fetch."""
     if given is not None:
         yield given
         return
