@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,22 +52,51 @@ class RedisServer:
     """One redis-server process on 127.0.0.1:``port``; ``kill`` and ``start`` again."""
 
     def __init__(
-        self, binary: str, folder: Path, *, port: int | None = None, password: str | None = None
+        self,
+        binary: str,
+        folder: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.binary = binary
         self.folder = folder
         self.port = port or free_port()
         self.password = password
+        # With tls, TLS only, with a certificate for 127.0.0.1 from a throwaway CA.
+        self.ca_file: Path | None = None
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            self.ca_file = folder / "ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+            cert.private_key_pem.write_to_path(str(folder / "key.pem"))
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.ca_file else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         config = self.folder / "redis.conf"
         lines = [
-            f"port {self.port}",
+            *(
+                (
+                    "port 0",
+                    f"tls-port {self.port}",
+                    f"tls-cert-file {self.folder / 'cert.pem'}",
+                    f"tls-key-file {self.folder / 'key.pem'}",
+                    f"tls-ca-cert-file {self.ca_file}",
+                    "tls-auth-clients no",
+                )
+                if self.ca_file
+                else (f"port {self.port}",)
+            ),
             "bind 127.0.0.1",
             'save ""',
             "appendonly no",
@@ -91,9 +121,15 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                reply = sock.recv(64)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                if self.ca_file:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                        sock.sendall(b"PING\r\n")
+                        reply = sock.recv(64)
+                else:
+                    raw.sendall(b"PING\r\n")
+                    reply = raw.recv(64)
         except OSError:
             return False
         # +PONG, or -NOAUTH when it wants a password: either way it is serving.

@@ -408,3 +408,21 @@ async def test_the_password_never_shows(tmp_path: Path, caplog: pytest.LogCaptur
         assert secret not in text
         assert "wrong-guess" not in text
     assert any("Authentication" in text or "NOAUTH" in text for text in shown)
+
+
+async def test_rediss_verifies_the_server_and_takes_a_ca_bundle(tmp_path: Path) -> None:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(redis_binary(), folder, tls=True)
+    server.start()
+    try:
+        budget = await SharedBudget.connect(
+            server.url, access_key_id=AK, address="nat-a", ca_bundle=str(server.ca_file)
+        )
+        await budget.pacer("QuerySessionByClientId", 50).acquire()
+        await budget.aclose()
+        # Without the CA, the certificate does not verify: refused at start.
+        with pytest.raises(LimiterUnavailableError, match="cannot be used"):
+            await SharedBudget.connect(server.url, access_key_id=AK, address="nat-a")
+    finally:
+        server.kill()

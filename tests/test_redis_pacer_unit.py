@@ -208,6 +208,7 @@ def test_the_password_may_come_from_the_environment_and_the_url_wins() -> None:
         ("redis://:hunter2@/0", "names no host"),
         ("redis://:hunter2@h:1/x", "database is a number"),
         ("redis://:hunter2@h:99999/0", "cannot be read"),
+        ("rediss://:hunter2@h:1/0?ssl_cert_reqs=none", "no \\?parameters"),
     ],
 )
 def test_a_bad_limiter_url_is_refused_without_echoing_it(url: str, says: str) -> None:

@@ -56,6 +56,7 @@ class SharedBudget:
         prefix: str = DEFAULT_PREFIX,
         outage_timeout: float = DEFAULT_TIMEOUT_S,
         environ: Mapping[str, str] | None = None,
+        ca_bundle: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> SharedBudget:
@@ -64,6 +65,7 @@ class SharedBudget:
             url,
             outage_timeout=outage_timeout,
             environ=environ,
+            ca_bundle=ca_bundle,
             clock=clock,
             sleep=sleep,
             probe_key=f"{prefix}:probe",

@@ -79,6 +79,12 @@ def parse_limiter_url(url: str, *, environ: Mapping[str, str] | None = None) -> 
         )
     if not host:
         raise UsageError("the limiter URL names no host: redis://host:port/db")
+    if parts.query or parts.fragment:
+        # redis-py would take ?ssl_cert_reqs=none and the like from it: TLS is always
+        # verified here (a private CA is a ca_bundle, --ca-bundle).
+        raise UsageError(
+            "the limiter URL takes no ?parameters: redis://[user:password@]host:port/db"
+        )
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         raise UsageError(
@@ -90,7 +96,7 @@ def parse_limiter_url(url: str, *, environ: Mapping[str, str] | None = None) -> 
     if port is not None:
         netloc += f":{port}"
     shown = f"{parts.scheme}://{netloc}/{db or '0'}"
-    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    bare = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     return LimiterUrl(url=bare, shown=shown, username=username, password=password)
 
 
@@ -148,11 +154,16 @@ class RedisLink:
         *,
         outage_timeout: float = DEFAULT_TIMEOUT_S,
         environ: Mapping[str, str] | None = None,
+        ca_bundle: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         probe_key: str = "{fleetscan}:probe",
     ) -> RedisLink:
-        """Connect and check that the script runs; LimiterUnavailableError if not."""
+        """Connect and check that the script runs; LimiterUnavailableError if not.
+
+        ``rediss://`` verifies the server's certificate and name, always; ``ca_bundle``
+        (a PEM file) adds trusted CAs, as ``--ca-bundle`` does for the API.
+        """
         try:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
@@ -162,6 +173,12 @@ class RedisLink:
                 "a Redis limiter needs the redis extra: pip install 'fleetscan[redis]'"
             ) from None
         parsed = parse_limiter_url(url, environ=environ)
+        tls: dict[str, Any] = {}
+        if parsed.url.startswith("rediss:"):
+            # Spelled out: redis-py 5 did not check the host name by default.
+            tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+            if ca_bundle is not None:
+                tls["ssl_ca_certs"] = ca_bundle
         client = aioredis.Redis.from_url(
             parsed.url,
             username=parsed.username,
@@ -170,6 +187,7 @@ class RedisLink:
             socket_connect_timeout=SOCKET_TIMEOUT_S,
             # One attempt per command: this link decides when to try again.
             retry=Retry(NoBackoff(), 0),
+            **tls,
         )
         link = cls(
             client,
