@@ -10,8 +10,10 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from redis_fixtures import redis_binary
 
 from fleetscan.errors import LimiterLostError, UsageError
 from fleetscan.limiter import JITTER_S
@@ -253,3 +255,15 @@ async def test_a_lost_server_is_retried_with_backoff_then_the_scan_stops(
     with pytest.raises(LimiterLostError, match="unreachable for 5 s"):
         await link.run(["a", "b"], ["0"])
     assert len(clock.sleeps) == before
+
+
+def test_without_redis_server_its_tests_skip_saying_why_and_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"):
+        redis_binary()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: needs redis-server"):
+        redis_binary()
