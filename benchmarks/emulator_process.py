@@ -125,7 +125,7 @@ class EmulatorProcess:
                 raise RuntimeError(f"the emulator did not start: {self._stderr()}")
             name, _, value = line.strip().partition(": ")
             fields[name] = value
-        self.url = fields["url"]
+        self.url = fields["url"].rstrip("/") + "/"  # printed without the slash
         self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
         self.ca_file = fields.get("ca_file")
 

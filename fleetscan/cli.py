@@ -2,7 +2,8 @@
 to a message and an exit code. ``main(argv)`` is callable in-process from tests.
 
 Exit codes: 0 every ID has a final status; 1 some IDs ended in ``error``; 2 usage,
-input or credentials error; 3 aborted on an account-wide API error; 130 interrupted.
+input or credentials error; 3 aborted on an account-wide API error or an outage; 4 the
+output could not be written (a closed pipe, a full disk); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -17,45 +19,127 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan.errors import FleetscanError, UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import DEFAULT_QPS, IP_SAFE_QPS, MAX_QPS, MODES, Mode, api_for
+from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.version import __version__
 
 if TYPE_CHECKING:
-    from fleetscan.credentials import Credentials
-    from fleetscan.output import RecordWriter, ResumeState
+    import aiohttp
+
+    from fleetscan.credentials import Credentials, CredentialsProvider
+    from fleetscan.dedup import SeenSet
+    from fleetscan.destination import OutputFile
+    from fleetscan.output import RecordWriter
     from fleetscan.scanner import Scanner
 
-__all__ = ["EXIT_ABORTED", "EXIT_ERRORS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_ERRORS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_USAGE",
+    "MAX_CONCURRENCY",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+EXIT_OUTPUT = 4
 EXIT_INTERRUPTED = 130
+
+# Calls in flight at most: 500 calls/s (the account's limit) at 2 s latency. More
+# only costs memory and sockets (200,000 took 264 MB for a 226-ID file).
+MAX_CONCURRENCY = 1000
 
 log = logging.getLogger("fleetscan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    _configure_logging(quiet=getattr(args, "quiet", False))
-    try:
-        code: int = args.handler(args)
-    except FleetscanError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    # First of all, before the heavy imports: a signal at any moment ends with 130.
+    with _signals_interrupt():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+                return int(exc.code or 0)
+            _configure_logging(quiet=getattr(args, "quiet", False))
+            if args.handler is _run_scan:
+                _load_scan_modules()
+            _interrupts.now()
+            code: int = args.handler(args)
+        except FleetscanError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
     return code
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as KeyboardInterrupt, from the command's first line on.
+
+    While the modules load, a signal is only noted (an exception raised inside a C
+    extension's initialisation can crash the interpreter) and raised once they are in;
+    after that it is raised at once, wherever start-up is, and the scan's own handlers
+    take over while it runs. Either way: exit 130, the summary, no temporary file left.
+    """
+
+    def __init__(self) -> None:
+        self.deferred = True
+        self.pending = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.deferred:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def now(self) -> None:
+        """Modules loaded: raise a noted signal, and any later one at once."""
+        self.deferred = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+_interrupts = _Interrupts()
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    _interrupts.deferred, _interrupts.pending = True, False
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _interrupts)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _load_scan_modules() -> None:
+    """Everything a scan imports, loaded while signals are only noted (see _Interrupts)."""
+    import fleetscan.client
+    import fleetscan.credentials
+    import fleetscan.destination
+    import fleetscan.inputs
+    import fleetscan.output
+    import fleetscan.progress
+    import fleetscan.scanner
+    import fleetscan.summary  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the embedded emulator on loopback and scan against it (a demo)",
     )
     calls = scan.add_argument_group("calls")
-    calls.add_argument("--concurrency", type=_positive_int, help="requests in flight")
+    calls.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help=f"requests in flight (at most {MAX_CONCURRENCY})",
+    )
     calls.add_argument(
         "--max-attempts",
         type=_positive_int,
@@ -108,11 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument(
         "--timeout", type=_positive_float, default=10.0, help="seconds per attempt (default 10)"
     )
+    calls.add_argument(
+        "--outage-timeout",
+        type=_positive_float,
+        default=DEFAULT_OUTAGE_TIMEOUT,
+        metavar="SECONDS",
+        help="stop when the service has given no answer for this long, leaving the rest "
+        f"for --resume (default {DEFAULT_OUTAGE_TIMEOUT:g})",
+    )
     output = scan.add_argument_group("output")
     output.add_argument(
-        "-o", "--output", metavar="FILE", help="NDJSON destination (default stdout)"
+        "-o", "--output", metavar="FILE", help="NDJSON destination (default or -: stdout)"
     )
-    output.add_argument("--summary", metavar="FILE", help="write the summary as one JSON document")
+    output.add_argument(
+        "--summary", metavar="FILE", help="write the summary as one JSON document (-: stdout)"
+    )
     output.add_argument(
         "--resume",
         action="store_true",
@@ -160,6 +258,11 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="files of client IDs (.csv, text, .gz of either), or - / nothing for stdin",
     )
     parser.add_argument("--column", help="the CSV column holding client IDs")
+    parser.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the inputs' text encoding (default utf-8; e.g. cp1252, utf-16)",
+    )
 
 
 def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,21 +295,31 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be zero or a positive number")
     return value
@@ -264,7 +377,8 @@ def _run_estimate(args: argparse.Namespace) -> int:
     rates[args.mode] = checked_qps(args.mode, args.qps)
     seen = SeenSet()
     read = duplicates = invalid = 0
-    for row in read_client_ids(args.inputs, column=args.column, stdin=_stdin()):
+    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
+    for row in rows:
         read += 1
         if not seen.add(row.client_id):
             duplicates += 1
@@ -309,67 +423,106 @@ def _stdin() -> BinaryIO:
 
 
 def _run_scan(args: argparse.Namespace) -> int:
-    from fleetscan.inputs import read_client_ids
-    from fleetscan.output import prepare_resume
-
-    rate = checked_qps(args.mode, args.qps)
-    if args.resume and not args.output:
-        raise UsageError("--resume needs -o FILE: it continues the scan written there")
-    instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID")
-    if not args.emulator:
-        if not instance_id:
-            raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
-        problem = instance_id_problem(instance_id)
-        if problem:
-            raise UsageError(f"--instance-id {instance_id!r}: {problem}")
-    # Before any call: a missing input file or a broken output file is a usage error.
-    rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin())
-    state = prepare_resume(args.output) if args.resume else None
-    if state is not None and state.carried_over:
-        log.info(
-            "resuming %s: %d IDs already have a final record and are skipped",
-            args.output,
-            state.carried_over,
-        )
-    output: BinaryIO = (
-        open(args.output, "ab" if args.resume else "wb")  # noqa: SIM115 - closed below
-        if args.output
-        else sys.stdout.buffer
-    )
+    run = _ScanRun(args)
     try:
-        run = _ScanRun(args, rate, instance_id, state)
-        asyncio.run(run.main((row.client_id for row in rows), output))
-    finally:
-        if output is not sys.stdout.buffer:
-            output.close()
-    return run.finish()
+        return run.execute()
+    except KeyboardInterrupt:  # a signal before or after the scan took them over
+        run.interrupted_early = True
+        return run.finish()
 
 
 class _ScanRun:
-    """One ``fleetscan scan``: the async part, then the summary and the exit code."""
+    """One ``fleetscan scan``: checks, then the async part, then the summary and the
+    exit code. Everything that can be refused is refused before a file is opened for
+    writing or a call is made (see `execute`)."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        rate: float,
-        instance_id: str | None,
-        state: ResumeState | None,
-    ) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         from fleetscan.summary import ScanCounters
 
         self.args = args
-        self.rate = rate
-        self.instance_id = instance_id or ""
-        self.counters = ScanCounters(resumed=state.carried_over if state else 0)
-        self.seen = state.seen if state else None
+        self.rate = float(DEFAULT_QPS[args.mode])
+        self.instance_id = ""
+        self.counters = ScanCounters()
+        self.seen: SeenSet | None = None
         self.scanner: Scanner | None = None
+        self.writer: RecordWriter | None = None
+        self.output: OutputFile | None = None
         self.input_error: FleetscanError | None = None
+        self.interrupted_early = False
         self.started_at = datetime.now(UTC)
         self.duration = 0.0
 
-    async def main(self, client_ids: Iterator[str], output: BinaryIO) -> None:
+    def execute(self) -> int:
+        from fleetscan.client import check_endpoint, endpoint_for_region, make_ssl_context
+        from fleetscan.destination import check_destinations
+        from fleetscan.inputs import read_client_ids
+
+        args = self.args
+        self.rate = checked_qps(args.mode, args.qps)
+        if args.concurrency is not None and args.concurrency > MAX_CONCURRENCY:
+            raise UsageError(
+                f"--concurrency {args.concurrency}: at most {MAX_CONCURRENCY} calls in "
+                "flight (500 calls/s at 2 s latency); more only costs memory"
+            )
+        if args.emulator:
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in ("endpoint", "instance_id", "region", "profile")
+                if getattr(args, name)
+            ]
+            if given:
+                raise UsageError(
+                    f"--emulator scans the embedded emulator; {', '.join(given)} would be "
+                    "ignored: drop them, or drop --emulator"
+                )
+        if args.resume and args.output in (None, "-"):
+            raise UsageError("--resume needs -o FILE: it continues the scan written there")
+        instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID")
+        if not args.emulator:
+            if not instance_id:
+                raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
+            problem = instance_id_problem(instance_id)
+            if problem:
+                raise UsageError(f"--instance-id {instance_id!r}: {problem}")
+            self.instance_id = instance_id
+            # Before the credentials chain: a refused endpoint must not first send
+            # requests to the metadata service or a credentials URI.
+            if args.endpoint is not None:
+                check_endpoint(args.endpoint)
+            if args.region is not None:
+                endpoint_for_region(args.region)
+        if args.ca_bundle is not None:
+            make_ssl_context(args.ca_bundle)
+        check_destinations(
+            output=args.output, summary=args.summary, inputs=args.inputs, resume=args.resume
+        )
+        rows = read_client_ids(
+            args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding
+        )
+        asyncio.run(self.main(row.client_id for row in rows))
+        return self.finish()
+
+    async def main(self, client_ids: Iterator[str]) -> None:
         if not self.args.emulator:
-            await self._scan(client_ids, output, endpoint=self.args.endpoint, credentials=None)
+            from fleetscan.client import endpoint_for_region, open_session
+            from fleetscan.credentials import resolve_credentials
+
+            # One session for the credential fetches (STS, ECS) and the calls, so the
+            # CA bundle is trusted by both; credentials before any file is written.
+            async with open_session(self.args.ca_bundle) as session:
+                resolved = await resolve_credentials(profile=self.args.profile, session=session)
+                endpoint = self.args.endpoint
+                if endpoint is None:
+                    region = self.args.region or resolved.region
+                    if not region:
+                        raise UsageError(
+                            "no region: give --region, set ALIBABA_CLOUD_REGION_ID, "
+                            "or give --endpoint"
+                        )
+                    endpoint = endpoint_for_region(region)
+                await self._scan(
+                    client_ids, endpoint=endpoint, credentials=resolved.provider, session=session
+                )
             return
         from fleetscan.credentials import Credentials
         from fleetscan.emulator import (
@@ -391,15 +544,57 @@ class _ScanRun:
         )
         async with run_emulator(config) as emulator:
             log.info("scanning against the embedded emulator at %s", emulator.url)
-            await self._scan(client_ids, output, endpoint=emulator.url, credentials=demo_key)
+            await self._scan(client_ids, endpoint=emulator.url, credentials=demo_key)
 
     async def _scan(
         self,
         client_ids: Iterator[str],
-        output: BinaryIO,
         *,
-        endpoint: str | None,
-        credentials: Credentials | None,
+        endpoint: str,
+        credentials: Credentials | CredentialsProvider,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        from fleetscan.destination import OutputFile
+        from fleetscan.output import prepare_resume
+
+        args = self.args
+        if args.resume:
+            state = prepare_resume(args.output, instance_id=self.instance_id)
+            self.counters.resumed = state.carried_over
+            self.seen = state.seen
+            if state.carried_over:
+                log.info(
+                    "resuming %s: %d IDs already have a final record and are skipped",
+                    args.output,
+                    state.carried_over,
+                )
+        output = self.output = OutputFile(args.output, resume=args.resume)
+        keep_empty = False
+        try:
+            await self._scan_into(output.stream, client_ids, endpoint, credentials, session)
+            scanner = self.scanner
+            keep_empty = scanner is not None and scanner.outcome.startswith("completed")
+        finally:
+            # A run that wrote no record and did not complete leaves an earlier file be.
+            output.close(keep_empty=keep_empty)
+
+    def _output_failed(self, error: OSError) -> None:
+        if self.scanner is not None:
+            self.scanner.output_failed(error)
+        if self.output is not None and self.output.name is None:
+            # stdout is gone: point fd 1 at /dev/null, so nothing at exit writes to it again.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+
+    async def _scan_into(
+        self,
+        stream: BinaryIO,
+        client_ids: Iterator[str],
+        endpoint: str,
+        credentials: Credentials | CredentialsProvider,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         from fleetscan.client import connect
         from fleetscan.output import FLUSH_INTERVAL, RecordWriter
@@ -414,29 +609,36 @@ class _ScanRun:
             qps=self.rate,
             concurrency=args.concurrency,
             retry=RetryPolicy(max_attempts=args.max_attempts),
+            outage_timeout=args.outage_timeout,
         )
-        writer = RecordWriter(output)
+        writer = self.writer = RecordWriter(stream, on_error=self._output_failed)
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with connect(
             instance_id=self.instance_id,
             credentials=credentials,
-            region=args.region,
             endpoint=endpoint,
-            profile=args.profile,
             signature=args.signature,
             attempt_timeout=args.timeout,
             ca_bundle=args.ca_bundle,
+            session=session,
         ) as client:
             scanner = self.scanner = Scanner(
                 client=client, settings=settings, seen=self.seen, counters=self.counters
             )
             show = not args.quiet and (args.progress or sys.stderr.isatty())
+            # A live line on the terminal that also shows the records would run into
+            # them: then progress comes as whole log lines (with --progress) or not at all.
+            records_on_terminal = self.output is not None and self.output.name is None
+            records_on_terminal = records_on_terminal and _isatty(sys.stdout)
+            live = sys.stderr.isatty() and not records_on_terminal
+            if records_on_terminal and not args.progress:
+                show = False
             # Counting the input's lines reads it once more: only when progress shows.
             progress = Progress(
                 self.counters,
                 stream=sys.stderr,
-                live=sys.stderr.isatty(),
+                live=live,
                 total=LineTotal(args.inputs) if show else lambda: None,
             )
             background = [asyncio.create_task(_flush_every(writer, FLUSH_INTERVAL))]
@@ -465,14 +667,32 @@ class _ScanRun:
 
     def finish(self) -> int:
         """Write the summary and return the exit code."""
+        from fleetscan.destination import write_atomically
         from fleetscan.limits import api_for
         from fleetscan.summary import ScanSummary
 
         args = self.args
         scanner = self.scanner
-        assert scanner is not None
         counters = self.counters
-        abort = scanner.abort_error
+        abort = scanner.abort_error if scanner is not None else None
+        output_error = scanner.output_error if scanner is not None else None
+        interrupted = self.interrupted_early or (scanner is not None and scanner.interrupted)
+        if output_error is not None:
+            outcome = scanner.outcome if scanner is not None else "output error"
+        elif self.interrupted_early or scanner is None:
+            outcome = "interrupted"
+        else:
+            outcome = scanner.outcome
+        warnings: list[str] = []
+        lost = self.writer.lost if self.writer is not None else 0
+        if lost:
+            warnings.append(
+                f"{lost} records could not be written after the output failed; "
+                "--resume scans those IDs again"
+            )
+        reason = str(abort) if abort is not None else None
+        if output_error is not None:
+            reason = _describe_output_error(output_error, args.output)
         summary = ScanSummary.build(
             counters,
             mode=args.mode,
@@ -482,27 +702,53 @@ class _ScanRun:
             started_at=self.started_at,
             ended_at=datetime.now(UTC),
             duration_seconds=self.duration,
-            not_scanned=max(0, counters.unique - counters.done),
+            not_scanned=max(0, counters.unique - counters.done + lost),
             instance_tps=args.instance_tps,
             price_per_million=args.price_per_million,
-            outcome=scanner.outcome,
-            abort_reason=str(abort) if abort is not None else None,
+            outcome=outcome,
+            abort_reason=reason,
+            warnings=tuple(warnings),
         )
         if args.summary:
-            with open(args.summary, "wb") as f:
-                f.write(summary.to_json())
+            try:
+                write_atomically(args.summary, summary.to_json())
+            except OSError as exc:
+                log.error("cannot write the summary to %s: %s", args.summary, exc.strerror or exc)
         if not args.quiet:
-            sys.stderr.write(summary.to_text())
+            with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+                sys.stderr.write(summary.to_text())
+                sys.stderr.flush()
+        if output_error is not None:
+            log.error("stopped: %s", reason)
+            return EXIT_OUTPUT
         if self.input_error is not None:
             log.error("%s", self.input_error)
             log.error("the IDs read before it have their records; fix the input, then --resume")
             return EXIT_USAGE
-        if scanner.interrupted:
+        if interrupted:
             return EXIT_INTERRUPTED
         if abort is not None:
             log.error("stopped: %s", abort)
             return EXIT_ABORTED
         return EXIT_ERRORS if counters.errors else EXIT_OK
+
+
+def _describe_output_error(error: OSError, output: str | None) -> str:
+    where = "stdout" if output in (None, "-") else output
+    name = errno.errorcode.get(error.errno or 0, "")
+    why = error.strerror or str(error)
+    label = f"{why} ({name})" if name else why
+    return (
+        f"cannot write the records to {where}: {label}; nothing more was sent, "
+        "and --resume -o FILE finishes the scan"
+    )
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 async def _flush_every(writer: RecordWriter, interval: float) -> None:
@@ -527,3 +773,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) 
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+        # Removing them restored the defaults (SIGTERM: exit 143): take them back.
+        for sig in handled:
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, _interrupts)

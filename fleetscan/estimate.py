@@ -159,4 +159,9 @@ def _share(f: Forecast) -> str:
 
 
 def _cost(f: Forecast) -> str:
-    return "-" if f.cost is None else f"{f.cost:,.4f}"
+    if f.cost is None:
+        return "-"
+    # Small sums keep three significant digits: 0.0000 hid a cost of 0.00002.
+    if f.cost == 0 or f.cost >= 0.001:
+        return f"{f.cost:,.4f}"
+    return f"{f.cost:.{2 - math.floor(math.log10(f.cost))}f}"

@@ -10,6 +10,7 @@ character.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = ["MAX_CLIENT_ID_LENGTH", "client_id_problem", "instance_id_problem"]
 
@@ -51,4 +52,8 @@ def instance_id_problem(instance_id: str) -> str | None:
 
 def _first_bad(part: str) -> str:
     bad = next(c for c in part if not (c.isascii() and (c.isalnum() or c in "-_")))
-    return repr(bad)
+    if bad.isascii():
+        return repr(bad)
+    # A look-alike (Cyrillic U+0435 for 'e') prints like the letter it imitates: name it.
+    name = unicodedata.name(bad, "")
+    return f"{bad!r} (U+{ord(bad):04X}{' ' + name if name else ''})"

@@ -21,9 +21,9 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from typing import IO, BinaryIO
 import orjson
 
 from fleetscan.dedup import SeenSet
+from fleetscan.destination import mkstemp_whole
 from fleetscan.errors import InputError
 from fleetscan.records import Record, Status
 
@@ -64,6 +65,12 @@ class RecordWriter:
     ``write`` flushes by itself once the buffer is ``flush_interval`` seconds old or
     ``flush_bytes`` large; the caller still calls ``flush`` when it goes idle and at
     the end, so the last records are not left waiting in memory.
+
+    A write error (a closed pipe, a full disk, EIO) is not raised into the caller,
+    which may be any worker of the scan: the writer keeps the error in ``failure``,
+    tells ``on_error`` once (the scan stops sending), and from then on counts the
+    records it can no longer write in ``lost`` instead of writing them. Without
+    ``on_error`` the first error is raised (after being kept the same way).
     """
 
     def __init__(
@@ -73,8 +80,13 @@ class RecordWriter:
         flush_interval: float = FLUSH_INTERVAL,
         flush_bytes: int = FLUSH_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[OSError], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_error = on_error
+        self.failure: OSError | None = None
+        # Records given to write() that never reached the stream whole.
+        self.lost = 0
         self._flush_interval = flush_interval
         self._flush_bytes = flush_bytes
         self._clock = clock
@@ -83,6 +95,8 @@ class RecordWriter:
         # Records in ``_buffer``, and records handed to the stream so far.
         self._pending = 0
         self._written = 0
+        # Records handed to the stream but not flushed through it yet.
+        self._in_stream = 0
         # When the buffer last went from empty to non-empty (clock seconds).
         self._oldest = 0.0
 
@@ -97,6 +111,9 @@ class RecordWriter:
         return self._pending
 
     def write(self, record: Record) -> None:
+        if self.failure is not None:
+            self.lost += 1
+            return
         now = self._clock()
         if not self._buffer:
             self._oldest = now
@@ -110,16 +127,32 @@ class RecordWriter:
 
         ``fsync`` also asks the OS to put a regular file on disk (ignored for pipes).
         """
+        if self.failure is not None:
+            return
+        try:
+            self._flush(fsync=fsync)
+        except OSError as exc:
+            self.failure = exc
+            self.lost += self._pending + self._in_stream
+            self._pending = self._in_stream = 0
+            self._buffer.clear()
+            if self._on_error is None:
+                raise
+            self._on_error(exc)
+
+    def _flush(self, *, fsync: bool) -> None:
         if self._buffer:
             # Taken out first: after a failed write, nothing is written twice.
             view = memoryview(bytes(self._buffer))
-            pending, self._pending = self._pending, 0
+            self._in_stream += self._pending
+            self._pending = 0
             self._buffer.clear()
             while view:
                 # A buffered stream writes all of it; a raw one may write part.
                 view = view[self._stream.write(view) :]
-            self._written += pending
         self._stream.flush()
+        self._written += self._in_stream
+        self._in_stream = 0
         if fsync:
             _fsync_if_file(self._stream)
 
@@ -177,17 +210,28 @@ class ResumeState:
                         yield record["client_id"]
 
 
-def prepare_resume(path: str | os.PathLike[str]) -> ResumeState:
+def prepare_resume(path: str | os.PathLike[str], *, instance_id: str | None = None) -> ResumeState:
     """Repair the output file at ``path`` for appending and return what it holds.
 
     A missing or empty file is a fresh start. The file is read once; only when it
     holds ``error`` records or duplicates is it read again and rewritten through a
     temporary file in the same directory (fsync, then ``os.replace``), so a crash
     during the rewrite leaves the old file whole. Memory is the ``SeenSet`` only.
+
+    With ``instance_id``, a record of any other instance is an ``InputError`` (found
+    before anything is changed): one file never mixes two instances. Only a regular
+    file can be resumed: a pipe (``/dev/stdout``) would be read from its own output.
     """
     name = os.fspath(path)
     if os.path.isdir(name):
         raise InputError("is a directory, not an output file", source=name)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.stat(name).st_mode):
+            raise InputError(
+                "not a regular file (a pipe, a terminal or a device): resume reads the "
+                "file back, so it works on a regular -o FILE only",
+                source=name,
+            )
     try:
         source = open(name, "rb", buffering=1024 * 1024)  # noqa: SIM115
     except FileNotFoundError:
@@ -195,11 +239,11 @@ def prepare_resume(path: str | os.PathLike[str]) -> ResumeState:
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
     with source:
-        scan = _Scan(name, out=None)
-        scan.run(source, stop_at_rewrite=True)
+        scan = _Scan(name, out=None, instance_id=instance_id)
+        scan.run(source, stop_at_rewrite=instance_id is None)
     if scan.needs_rewrite:
         del scan  # free the first pass's SeenSet before the second fills another
-        scan = _rewrite(name)
+        scan = _rewrite(name, instance_id)
     elif scan.torn_bytes:
         _truncate(name, scan.good_bytes)
     return ResumeState(
@@ -219,8 +263,10 @@ def prepare_resume(path: str | os.PathLike[str]) -> ResumeState:
 class _Scan:
     """One pass over an output file: checks each line, counts, optionally copies."""
 
-    def __init__(self, source: str, out: IO[bytes] | None) -> None:
+    def __init__(self, source: str, out: IO[bytes] | None, instance_id: str | None) -> None:
         self.source = source
+        # The instance every record must name (None: any).
+        self.instance_id = instance_id
         # Where kept lines go during a rewrite; None on the read-only first pass.
         self.out = out
         self.seen = SeenSet()
@@ -282,6 +328,14 @@ class _Scan:
         status = record.get("status")
         if not isinstance(client_id, str) or not isinstance(status, str):
             raise self._error("a record needs a client_id and a status", number)
+        instance_id = record.get("instance_id")
+        if self.instance_id is not None and instance_id != self.instance_id:
+            raise self._error(
+                f"this file holds records of instance {instance_id!r}, and this scan is of "
+                f"{self.instance_id!r}: resuming would mix two instances in one file; give "
+                "the right --instance-id, or another -o FILE",
+                number,
+            )
         final = _FINAL.get(status)
         if final is None:
             if status != Status.ERROR.value:
@@ -294,7 +348,6 @@ class _Scan:
             self.needs_rewrite = True
             return
         self.counts[final] += 1
-        instance_id = record.get("instance_id")
         if isinstance(instance_id, str) and len(self.instance_ids) < _MAX_INSTANCE_IDS:
             self.instance_ids.add(instance_id)
         if self.out is not None:
@@ -322,22 +375,21 @@ def _rest_of_line(f: IO[bytes]) -> tuple[int, bool]:
     return skipped, True
 
 
-def _rewrite(name: str) -> _Scan:
+def _rewrite(name: str, instance_id: str | None) -> _Scan:
     directory = os.path.dirname(os.path.abspath(name))
     mode = stat.S_IMODE(os.stat(name).st_mode)
-    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115
-        dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".resume", delete=False
-    )
+    fd, tmp_name = mkstemp_whole(name, ".resume")
     try:
-        with tmp, open(name, "rb", buffering=1024 * 1024) as source:
-            scan = _Scan(name, out=tmp)
+        with open(fd, "wb") as tmp, open(name, "rb", buffering=1024 * 1024) as source:
+            scan = _Scan(name, out=tmp, instance_id=instance_id)
             scan.run(source)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp.name, mode)
-        os.replace(tmp.name, name)
-    except BaseException:
-        os.unlink(tmp.name)
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, name)
+    except BaseException:  # a signal too: no hidden file left behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
         raise
     _fsync_directory(directory)
     return scan

@@ -33,9 +33,11 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from fleetscan.errors import ApiError, ResignError, ThrottledError, TransientError
+from fleetscan.outage import BudgetEmpty
 
 if TYPE_CHECKING:
     from fleetscan.limiter import RateLimiter
+    from fleetscan.outage import RetryBudget
 
 __all__ = [
     "DEFAULT_BACKOFF_BASE",
@@ -124,21 +126,35 @@ async def call_with_retry(
     limiter: RateLimiter | None = None,
     on_attempt: Callable[[BaseException | None], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    budget: RetryBudget | None = None,
 ) -> tuple[T, int]:
     """Run ``attempt`` until it succeeds or the policy gives up; return (result, attempts).
 
     ``attempt`` must sign and send afresh each time it is called. ``on_attempt`` is
     told each attempt's outcome (None on success) for counters. On final failure the
     last exception is raised; when it is an ApiError its ``attempts`` is set.
+    ``budget``, shared by every call of a scan, pays for each retry; when it is empty
+    the call stops at once with `BudgetEmpty` (its last error inside), and a success
+    pays it back.
     """
     attempts = 0
     resigns = 0
+    spent = 0
+    refused: BaseException | None = None
 
     def retryable(exc: BaseException) -> bool:
-        nonlocal resigns
+        nonlocal resigns, spent, refused
         if isinstance(exc, ResignError):
             resigns += 1
-        return is_retryable(exc, resigns=resigns)
+        if not is_retryable(exc, resigns=resigns):
+            return False
+        if budget is not None:
+            cost = budget.spend(exc)
+            if cost is None:
+                refused = exc
+                return False  # the budget is empty: fail fast
+            spent += cost
+        return True
 
     async def once() -> T:
         nonlocal attempts
@@ -155,6 +171,8 @@ async def call_with_retry(
             raise
         if limiter is not None:
             limiter.on_success()
+        if budget is not None:
+            budget.earn(spent)
         if on_attempt is not None:
             on_attempt(None)
         return result
@@ -193,5 +211,7 @@ async def call_with_retry(
         result: T = await retrying(replay_then_attempt)
     except ApiError as exc:
         exc.attempts = attempts
+        if exc is refused:
+            raise BudgetEmpty(exc) from exc
         raise
     return result, attempts

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -41,6 +42,14 @@ from fleetscan.errors import (
 from fleetscan.ids import client_id_problem
 from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, BATCH_SIZE, DEFAULT_QPS, SINGLE_API, Mode, api_for
+from fleetscan.outage import (
+    DEFAULT_OUTAGE_TIMEOUT,
+    BudgetEmpty,
+    OutageBreaker,
+    OutageOver,
+    RetryBudget,
+    is_no_answer,
+)
 from fleetscan.records import INVALID_CODE, Record, Status
 from fleetscan.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy, call_with_retry
 from fleetscan.summary import ScanCounters
@@ -77,6 +86,8 @@ class ScanSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     queue_size: int = QUEUE_SIZE
+    # Seconds without any answer from the service before the scan gives up.
+    outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
 
     @property
     def rate(self) -> float:
@@ -113,6 +124,8 @@ class Scanner:
         counters: ScanCounters | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        budget: RetryBudget | None = None,
+        breaker: OutageBreaker | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -121,9 +134,19 @@ class Scanner:
         self.counters = counters if counters is not None else ScanCounters()
         self.clock = clock
         self.monotonic = monotonic
-        self.abort_error: ApiError | None = None
+        self.abort_error: ApiError | OutageOver | None = None
         self.input_error: BaseException | None = None
+        self.output_error: OSError | None = None
         self.interrupted = False
+        # Shared by every call: retries stop when answers stop (see fleetscan.outage).
+        self.budget = budget if budget is not None else RetryBudget(clock=monotonic)
+        self.breaker = (
+            breaker
+            if breaker is not None
+            else OutageBreaker(timeout=settings.outage_timeout, clock=monotonic)
+        )
+        # Set by a second stop: calls still on the wire are not waited for.
+        self._hurry: asyncio.Event | None = None
         # Set once a stop is asked for: no new ID is taken from the queue.
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
@@ -140,11 +163,20 @@ class Scanner:
     # --- control ---------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the scan to stop gracefully (a signal handler calls this)."""
+        """Ask the scan to stop gracefully (a signal handler calls this); asked a second
+        time, stop at once, without waiting for the calls on the wire."""
+        if self.interrupted and self._hurry is not None:
+            self._hurry.set()
         self.interrupted = True
         self._begin_stop()
 
-    def _abort(self, error: ApiError) -> None:
+    def output_failed(self, error: OSError) -> None:
+        """The records can no longer be written: send nothing more."""
+        if self.output_error is None:
+            self.output_error = error
+        self._begin_stop()
+
+    def _abort(self, error: ApiError | OutageOver) -> None:
         if self.abort_error is None:
             self.abort_error = error
         self._begin_stop()
@@ -157,6 +189,8 @@ class Scanner:
 
     @property
     def outcome(self) -> str:
+        if self.output_error is not None:
+            return "output error"
         if self.abort_error is not None:
             return "aborted"
         if self.input_error is not None:
@@ -173,6 +207,7 @@ class Scanner:
             self.limiter = RateLimiter(self.settings.rate)
         self._emit = emit
         self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
         if self._stopping:
             self._stop_requested.set()
         loop = asyncio.get_running_loop()
@@ -290,7 +325,18 @@ class Scanner:
                 task.cancel()
         pending = [t for t in tasks if not t.done()]
         if pending:
-            await asyncio.wait(pending, timeout=self.settings.grace_seconds)
+            assert self._hurry is not None
+            hurry = asyncio.create_task(self._hurry.wait())
+            finished = asyncio.create_task(asyncio.wait(pending))
+            try:
+                await asyncio.wait(
+                    [finished, hurry],
+                    timeout=self.settings.grace_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                hurry.cancel()
+                finished.cancel()
 
     # --- workers ---------------------------------------------------------------------
 
@@ -369,6 +415,13 @@ class Scanner:
         async def attempt() -> T:
             # Checked after the limiter let this attempt through: once a stop is asked
             # for, nothing new goes on the wire.
+            if self.breaker.is_open:
+                # No answers across the scan: wait, and go as the probe when it is time.
+                try:
+                    await self.breaker.admit()
+                except OutageOver as exc:
+                    self._abort(exc)
+                    raise _Stopped from None
             if self._stopping:
                 raise _Stopped
             me = asyncio.current_task()
@@ -380,13 +433,32 @@ class Scanner:
                 self._on_wire.discard(me)
                 self._warmed()
 
+        policy = self.settings.retry
+        # Attempts made before the budget ran dry: the call goes on with the rest.
+        used = 0
         try:
-            result, attempts = await call_with_retry(
-                attempt,
-                policy=self.settings.retry,
-                limiter=self.limiter,
-                on_attempt=self._count_attempt,
-            )
+            while True:
+                try:
+                    result, attempts = await call_with_retry(
+                        attempt,
+                        policy=dataclasses.replace(policy, max_attempts=policy.max_attempts - used),
+                        limiter=self.limiter,
+                        on_attempt=self._count_attempt,
+                        budget=self.budget,
+                    )
+                except BudgetEmpty as empty:
+                    used += empty.error.attempts
+                    if used >= policy.max_attempts or self._stopping:
+                        empty.error.attempts = used
+                        raise empty.error from None
+                    # Retries wait for tokens: the budget caps their rate, not the ID's.
+                    await self.budget.refilled(self.breaker.sleep)
+                    continue
+                except ApiError as exc:
+                    exc.attempts += used
+                    raise
+                attempts += used
+                break
         except ApiError as exc:
             self.counters.calls_retried += max(0, exc.attempts - 1)
             raise
@@ -402,17 +474,30 @@ class Scanner:
             self._warm = True
             self._warm_gate.release()
 
+    async def _outage_took(self, error: ApiError) -> bool:
+        """Whether a call failed because the service stopped answering (then the ID is
+        asked again, not recorded as an error): it did if nothing answered since."""
+        if not is_no_answer(error) or self._stopping:
+            return False
+        return await self.breaker.verdict(self.monotonic())
+
     async def _scan_one(self, client_id: str) -> None:
-        try:
-            answer, attempts = await self._call(lambda: self.client.query_session(client_id))
-        except _Stopped:
+        while True:
+            try:
+                answer, attempts = await self._call(lambda: self.client.query_session(client_id))
+            except _Stopped:
+                return
+            except (AccountError, ResignError) as exc:
+                self._abort(exc)
+            except ApiError as exc:
+                if await self._outage_took(exc):
+                    continue
+                self._record_error(client_id, exc, SINGLE_API)
+            else:
+                self._record_status(
+                    client_id, answer.online, SINGLE_API, answer.request_id, attempts
+                )
             return
-        except (AccountError, ResignError) as exc:
-            self._abort(exc)
-        except ApiError as exc:
-            self._record_error(client_id, exc, SINGLE_API)
-        else:
-            self._record_status(client_id, answer.online, SINGLE_API, answer.request_id, attempts)
 
     async def _scan_batch(self, batch: list[str], *, repeat: bool = True) -> None:
         try:
@@ -432,6 +517,9 @@ class Scanner:
             await self._scan_batch(batch[middle:])
             return
         except ApiError as exc:
+            if await self._outage_took(exc):
+                await self._scan_batch(batch, repeat=repeat)
+                return
             for client_id in batch:
                 self._record_error(client_id, exc, BATCH_API)
             return
@@ -459,6 +547,10 @@ class Scanner:
     def _count_attempt(self, error: BaseException | None) -> None:
         if isinstance(error, _Stopped):
             return
+        if error is not None and is_no_answer(error):
+            self.breaker.no_answer()
+        elif error is None or isinstance(error, ApiError):
+            self.breaker.answered()
         counters = self.counters
         counters.calls_sent += 1
         if error is None:

@@ -136,7 +136,9 @@ class ScanSummary:
             calls_failed=counters.calls_failed,
             calls_timed_out=counters.calls_timed_out,
             billable_transactions=billable,
-            average_tps=round(billable / duration_seconds, 2) if duration_seconds > 0 else 0.0,
+            # Over one second at least: the peak is the most in any one second, and a
+            # sub-second scan's rate per second of its length would exceed it.
+            average_tps=round(billable / max(duration_seconds, 1.0), 2) if billable else 0.0,
             peak_tps=peak,
             instance_tps=instance_tps,
             instance_tps_share=round(share, 4) if share is not None else None,
@@ -168,10 +170,10 @@ class ScanSummary:
             f"  IDs       read {self.ids_read}, unique {self.ids_unique}, "
             f"duplicates {self.ids_duplicate}, invalid {self.ids_invalid}"
             + (f", carried over {self.ids_resumed}" if self.ids_resumed else ""),
-            f"  status    online {self.ids_online}, offline {self.ids_offline}, "
+            f"  records   online {self.ids_online}, offline {self.ids_offline}, "
             f"error {self.ids_error}"
             + (f", not scanned {self.ids_not_scanned}" if self.ids_not_scanned else ""),
-            f"  calls     sent {self.calls_sent}, succeeded {self.calls_succeeded}, "
+            f"  attempts  sent {self.calls_sent}, succeeded {self.calls_succeeded}, "
             f"throttled {self.calls_throttled}, retried {self.calls_retried}, "
             f"failed {self.calls_failed}"
             + (

@@ -113,6 +113,13 @@ def test_render_side_by_side() -> None:
     assert STALE_BATCH_NOTE in text
 
 
+def test_a_small_cost_keeps_its_significant_digits() -> None:
+    tiny = forecast(226, mode="single", qps=300, price_per_million=0.1)
+    text = render_forecasts([tiny])
+    assert "0.0000226" in text
+    assert "0.0000 " not in text
+
+
 def test_render_without_optional_numbers_or_batch() -> None:
     text = render_forecasts([forecast(5, mode="single", qps=1)])
     assert "share of instance" not in text

@@ -231,12 +231,19 @@ def test_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_stdin_is_text_by_default() -> None:
-    stdin = io.BytesIO(b"client_id\nGID_a@@@1\n")
+    stdin = io.BytesIO(b"GID_a@@@0\nGID_a@@@1\n")
     rows = list(read_client_ids([], stdin=stdin))
     assert [(r.source, r.line, r.client_id) for r in rows] == [
-        ("<stdin>", 1, "client_id"),
+        ("<stdin>", 1, "GID_a@@@0"),
         ("<stdin>", 2, "GID_a@@@1"),
     ]
+
+
+@pytest.mark.parametrize("header", [b"client_id", b"ClientId", b"name,clientId,x"])
+def test_a_header_on_stdin_is_named_not_scanned_as_an_id(header: bytes) -> None:
+    stdin = io.BytesIO(header + b"\nGID_a@@@1\n")
+    with pytest.raises(InputError, match=r"<stdin>:1: .*CSV header.*--column "):
+        list(read_client_ids([], stdin=stdin))
 
 
 def test_stdin_dash_and_csv_when_a_column_is_named() -> None:

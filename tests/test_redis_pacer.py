@@ -335,7 +335,7 @@ async def test_a_redis_restart_mid_scan_opens_no_burst(
 async def test_past_the_limiter_timeout_acquire_raises_for_a_graceful_stop(
     redis_server: RedisServer,
 ) -> None:
-    budget = await connect(redis_server, outage_timeout=0.5)
+    budget = await connect(redis_server, limiter_timeout=0.5)
     try:
         pacer = budget.pacer("QuerySessionByClientId", 50, lease=1)
         await pacer.acquire()
@@ -372,7 +372,7 @@ async def test_the_password_never_shows(tmp_path: Path, caplog: pytest.LogCaptur
         # In the URL: it works, and nothing shows it.
         with caplog.at_level(logging.DEBUG):
             budget = await SharedBudget.connect(
-                url, access_key_id=AK, address="nat-a", outage_timeout=0.3
+                url, access_key_id=AK, address="nat-a", limiter_timeout=0.3
             )
             pacer = budget.pacer("QuerySessionByClientId", 50)
             await pacer.acquire()

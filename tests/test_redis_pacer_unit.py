@@ -242,7 +242,7 @@ async def test_a_lost_server_is_retried_with_backoff_then_the_scan_stops(
 ) -> None:
     clock = FakeTime()
     link = RedisLink(
-        _Dead(), shown="redis://h:1/0", outage_timeout=5.0, clock=clock, sleep=clock.sleep
+        _Dead(), shown="redis://h:1/0", limiter_timeout=5.0, clock=clock, sleep=clock.sleep
     )
     with caplog.at_level(logging.WARNING, "fleetscan"), pytest.raises(LimiterLostError):
         await link.run(["a", "b"], ["0"])

@@ -132,13 +132,15 @@ def emulator_process(*options: str) -> Iterator[str]:
 
 
 async def emulator_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with session.get(url + "_emulator/stats") as response:
+    async with session.get(f"{url.rstrip('/')}/_emulator/stats") as response:
         data: dict[str, Any] = orjson.loads(await response.read())
         return data
 
 
 async def emulator_config(session: aiohttp.ClientSession, url: str, changes: object) -> None:
-    async with session.post(url + "_emulator/config", data=orjson.dumps(changes)) as response:
+    async with session.post(
+        f"{url.rstrip('/')}/_emulator/config", data=orjson.dumps(changes)
+    ) as response:
         assert response.status == 200, await response.text()
 
 

@@ -109,8 +109,15 @@ def test_build_copies_the_counters_into_the_documented_fields() -> None:
     assert c.done == 3 + 40 + 50 + 2
 
 
-def test_average_tps_of_an_instant_scan_is_zero_not_a_division_error() -> None:
-    assert summary(ScanCounters(calls_succeeded=3), duration=0.0).average_tps == 0.0
+def test_average_tps_of_an_instant_scan_is_no_division_error_and_never_above_the_peak() -> None:
+    assert summary(ScanCounters(), duration=0.0).average_tps == 0.0
+    # 3 calls in 0.2 s: 3 in that second, not "15 TPS" beside a peak of 3.
+    c = ScanCounters(calls_succeeded=3)
+    for t in (0.0, 0.1, 0.2):
+        c.success_peak.add(t)
+    for duration in (0.0, 0.2):
+        s = summary(c, duration=duration)
+        assert s.average_tps == 3.0 == s.peak_tps
 
 
 def test_cost_and_share_only_when_asked_for() -> None:
@@ -192,8 +199,9 @@ def test_text_shows_the_numbers_and_only_the_parts_that_apply() -> None:
         "300 calls/s\n"
     )
     assert "read 12, unique 10, duplicates 2, invalid 1\n" in plain
-    assert "online 4, offline 5, error 0\n" in plain
-    assert "sent 11, succeeded 9, throttled 1, retried 2, failed 2\n" in plain
+    # Records say "error" (IDs), attempts say "failed" (HTTP attempts): never mixed up.
+    assert "  records   online 4, offline 5, error 0\n" in plain
+    assert "  attempts  sent 11, succeeded 9, throttled 1, retried 2, failed 2\n" in plain
     assert "9 transactions in 2.0 s; average 4.5 TPS, peak 1 TPS\n" in plain
     assert "2026-11-25T18:00:00.123Z .. 2026-11-25T18:00:02.123Z" in plain
     for absent in (

@@ -13,7 +13,7 @@ shared with the STS client.
 """
 
 from fleetscan.client.answers import MAX_BODY_BYTES, BatchAnswer, SessionAnswer
-from fleetscan.client.connection import connect, make_ssl_context
+from fleetscan.client.connection import connect, make_ssl_context, open_session
 from fleetscan.client.onsmqtt import DEFAULT_TIMEOUT, OnsMqttClient
 from fleetscan.client.session_api import SessionApi
 from fleetscan.client.signers import Signer, V1Signer, V3Signer
@@ -37,4 +37,5 @@ __all__ = [
     "connect",
     "endpoint_for_region",
     "make_ssl_context",
+    "open_session",
 ]

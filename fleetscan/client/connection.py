@@ -3,6 +3,7 @@ one shared session closed on exit."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from fleetscan.credentials import (
 from fleetscan.endpoints import check_endpoint, endpoint_for_region
 from fleetscan.errors import UsageError
 
-__all__ = ["connect", "make_ssl_context"]
+__all__ = ["connect", "make_ssl_context", "open_session"]
 
 
 def make_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -40,6 +41,15 @@ def make_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
 
 
 @asynccontextmanager
+async def open_session(ca_bundle: str | None = None) -> AsyncIterator[aiohttp.ClientSession]:
+    """The one HTTP session of a scan: API calls and credential fetches (STS, ECS)."""
+    # No connection cap here: the scanner's workers bound what is in flight.
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(ca_bundle), limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+@asynccontextmanager
 async def connect(
     *,
     instance_id: str,
@@ -50,6 +60,7 @@ async def connect(
     signature: Literal["v3", "v1"] = "v3",
     attempt_timeout: float = DEFAULT_TIMEOUT,
     ca_bundle: str | None = None,
+    session: aiohttp.ClientSession | None = None,
 ) -> AsyncIterator[OnsMqttClient]:
     """An `OnsMqttClient` over one new shared session, closed on exit.
 
@@ -57,12 +68,14 @@ async def connect(
     the region); their fetches (ECS role, STS) go over the same session, so
     ``ca_bundle`` is trusted for them too. The endpoint is ``endpoint`` if given, else
     the region's; a given endpoint is checked before any credentials are looked for.
+    A ``session`` given (see `open_session`) is used and left open; else one is opened
+    with ``ca_bundle`` and closed on exit.
     """
     if endpoint is not None:
         endpoint = check_endpoint(endpoint)
-    # No connection cap here: the scanner's workers bound what is in flight.
-    connector = aiohttp.TCPConnector(ssl=make_ssl_context(ca_bundle), limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(open_session(ca_bundle))
         if credentials is None:
             resolved = await resolve_credentials(profile=profile, session=session)
             provider: CredentialsProvider = resolved.provider

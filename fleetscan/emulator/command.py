@@ -205,7 +205,8 @@ async def _serve(config: EmulatorConfig, out: TextIO, err: TextIO) -> None:
         async with run_emulator(config) as emu:
             key = config.keys[0]
             lines = [
-                f"url: {emu.url}",
+                # Without the trailing slash: URL/_emulator/stats must not become //.
+                f"url: {emu.url.rstrip('/')}",
                 *(f"instance_id: {i}" for i in config.instance_ids),
                 f"region: {config.region}",
                 f"access_key_id: {key.access_key_id}",

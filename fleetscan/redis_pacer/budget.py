@@ -54,7 +54,7 @@ class SharedBudget:
         access_key_id: str,
         address: str,
         prefix: str = DEFAULT_PREFIX,
-        outage_timeout: float = DEFAULT_TIMEOUT_S,
+        limiter_timeout: float = DEFAULT_TIMEOUT_S,
         environ: Mapping[str, str] | None = None,
         ca_bundle: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -63,7 +63,7 @@ class SharedBudget:
         """Connect to ``url`` (LimiterUnavailableError if it cannot be used)."""
         link = await RedisLink.connect(
             url,
-            outage_timeout=outage_timeout,
+            limiter_timeout=limiter_timeout,
             environ=environ,
             ca_bundle=ca_bundle,
             clock=clock,

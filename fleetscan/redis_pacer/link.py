@@ -8,7 +8,7 @@ be on a command line). It is never shown: reprs, errors and logs name the server
 At start the link runs the real script once on a probe key: a server that is down,
 refuses the password, or refuses scripts that read ``TIME`` (some managed offerings)
 fails there, before any call is made (`LimiterUnavailableError`, exit 2). Mid-scan, a
-failed call is retried with backoff for up to ``outage_timeout`` seconds of outage, and
+failed call is retried with backoff for up to ``limiter_timeout`` seconds of outage, and
 the pacers send nothing meanwhile (an unshared full rate could break the account's
 budget); past it, `LimiterLostError` (a graceful stop, exit 3).
 """
@@ -104,7 +104,7 @@ class RedisLink:
     """One Redis client and the pacing script on it; see the module docstring.
 
     Build it with ``await RedisLink.connect(url)``; ``run`` calls the script, riding
-    out an outage of up to ``outage_timeout`` seconds. ``clock`` and ``sleep`` time the
+    out an outage of up to ``limiter_timeout`` seconds. ``clock`` and ``sleep`` time the
     outage only, never a permit.
     """
 
@@ -117,7 +117,7 @@ class RedisLink:
         "_script",
         "_sleep",
         "calls",
-        "outage_timeout",
+        "limiter_timeout",
         "shown",
     )
 
@@ -127,17 +127,17 @@ class RedisLink:
         *,
         shown: str,
         password: str | None = None,
-        outage_timeout: float = DEFAULT_TIMEOUT_S,
+        limiter_timeout: float = DEFAULT_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if not outage_timeout > 0:
-            raise UsageError(f"the limiter timeout must be positive, not {outage_timeout!r}")
+        if not limiter_timeout > 0:
+            raise UsageError(f"the limiter timeout must be positive, not {limiter_timeout!r}")
         self._client = client
         self._script = client.register_script(SCRIPT)
         self.shown = shown
         self._password = password
-        self.outage_timeout = float(outage_timeout)
+        self.limiter_timeout = float(limiter_timeout)
         self._clock = clock
         self._sleep = sleep
         # Clock time the current outage began, None while Redis answers.
@@ -152,7 +152,7 @@ class RedisLink:
         cls,
         url: str,
         *,
-        outage_timeout: float = DEFAULT_TIMEOUT_S,
+        limiter_timeout: float = DEFAULT_TIMEOUT_S,
         environ: Mapping[str, str] | None = None,
         ca_bundle: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -193,7 +193,7 @@ class RedisLink:
             client,
             shown=parsed.shown,
             password=parsed.password,
-            outage_timeout=outage_timeout,
+            limiter_timeout=limiter_timeout,
             clock=clock,
             sleep=sleep,
         )
@@ -210,7 +210,7 @@ class RedisLink:
         return link
 
     async def run(self, keys: Sequence[str], args: Sequence[str]) -> list[int]:
-        """Call the script; while Redis is lost, retry until ``outage_timeout`` of outage."""
+        """Call the script; while Redis is lost, retry until ``limiter_timeout`` of outage."""
         from redis.exceptions import RedisError
 
         delay = RETRY_FIRST_S
@@ -229,13 +229,13 @@ class RedisLink:
                         "it is back, for up to %g s",
                         self.shown,
                         self._reason(exc),
-                        self.outage_timeout,
+                        self.limiter_timeout,
                     )
-                remaining = self.outage_timeout - (now - self._down_since)
+                remaining = self.limiter_timeout - (now - self._down_since)
                 if remaining <= 0:
                     self._lost = (
                         f"the shared limiter {self.shown} was unreachable for "
-                        f"{self.outage_timeout:g} s ({self._reason(exc)}): "
+                        f"{self.limiter_timeout:g} s ({self._reason(exc)}): "
                         "the scan stops, resumable"
                     )
                     raise LimiterLostError(self._lost) from None
