@@ -1,4 +1,5 @@
-"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record.
+"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record,
+the shared (Redis) pacer against the local one.
 
     python benchmarks/run.py              # the full suite, ~15 minutes
     python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~3 minutes
@@ -29,12 +30,13 @@ import bench_first_record
 import bench_hot_path
 import bench_memory
 import bench_rate
+import bench_redis_pacer
 from figures import Figure, render
 from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "cost", "memory", "first")
+BENCHMARKS = ("rate", "cost", "memory", "first", "redis")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +50,7 @@ class Sizes:
     big_ids: int
     scan_ids: tuple[int, int]
     first_repeat: int
+    redis_seconds: float
 
 
 SIZES = {
@@ -59,6 +62,7 @@ SIZES = {
         big_ids=10_000_000,
         scan_ids=(20_000, 200_000),
         first_repeat=3,
+        redis_seconds=20.0,
     ),
     "quick": Sizes(
         rate_seconds=15.0,
@@ -68,6 +72,7 @@ SIZES = {
         big_ids=1_000_000,
         scan_ids=(5_000, 50_000),
         first_repeat=3,
+        redis_seconds=5.0,
     ),
     # Each benchmark at a tiny size, so they do not rot (tests/test_benchmarks_smoke.py).
     "smoke": Sizes(
@@ -78,6 +83,7 @@ SIZES = {
         big_ids=20_000,
         scan_ids=(200, 2_000),
         first_repeat=1,
+        redis_seconds=0.5,
     ),
 }
 
@@ -122,6 +128,8 @@ def run_suite(
                 big_input=big_input,
                 log=log,
             )
+        if "redis" in only:
+            figures += bench_redis_pacer.run(seconds=sizes.redis_seconds, log=log)
     return figures
 
 
