@@ -30,12 +30,15 @@ once released, and 0.2 s of calls at 270/s bunched into one instant put 324 into
 second. So each pacer also keeps the times of the calls it let go, a `SendGuard`, and
 checks them right before a call goes: a call that would put more than the budget into
 any sliding second, or more than the limit into any 1 + J seconds (so no arrival second
-holds more than the limit, however the calls bunched), waits. The guard decides on the
-loop's clock at the moment it checks, never from a time computed earlier, so a late
-wake-up cannot let two calls through for one slot. The account pacer checks its guard
-at the end of ``acquire``; the address guard runs there too, or, with
-`AddressBudget.trace_config` on that address's aiohttp session, right before aiohttp
-writes the request (after the connection is taken from the pool or opened).
+holds more than the limit under up to J of jitter, however the calls bunched), waits.
+The guard decides on the loop's clock at the moment it checks, never from a time
+computed earlier, so a late wake-up cannot let two calls through for one slot. A
+`CompositePacer` checks the guards of all its pacers together, after all permits, and
+counts the call in each at that one moment. The address guard can move closer still:
+with `AddressBudget.trace_config` on that address's aiohttp session it runs right
+before aiohttp writes the request, after the connection is taken from the pool or
+opened, so signing and the pool are behind it too. What no guard sees is a call
+delayed after its check; from the hook to the write that is a few synchronous steps.
 
 **AIMD.** Throttling is the account's signal: ``on_throttled``/``on_success`` move the
 API's `AccountPacer` (a `RateLimiter`) and leave the address budget alone, whose limit
@@ -216,7 +219,7 @@ class AddressBudget:
         self.budget = float(budget)
         self.address = address
         self._bucket = RateLimiter(self.budget, adaptive=False)
-        self._guard = SendGuard([(math.floor(self.budget), 1.0), (limit, 1.0 + jitter)])
+        self._guard = SendGuard([(max(1, math.floor(self.budget)), 1.0), (limit, 1.0 + jitter)])
         # True once the guard runs in aiohttp's hook (trace_config), not in acquire.
         self._at_wire = False
 
