@@ -24,6 +24,7 @@ from fleetscan.emulator import (
     DEFAULT_ACCESS_KEY_SECRET,
     DEFAULT_INSTANCE_ID,
     EmulatorConfig,
+    Limits,
     run_emulator,
 )
 from fleetscan.limiter import RateLimiter
@@ -43,29 +44,37 @@ DEMO = Credentials(
 )
 
 
-async def scan_both_apis(single: Pacer, batch: Pacer) -> dict[str, Any]:
-    """Scan 700 IDs single and 2,500 batch at once through the jitter proxy."""
+async def scan_both_apis(
+    single: Pacer,
+    batch: Pacer,
+    *,
+    singles: int = 500,
+    batched: int = 1500,
+    config: EmulatorConfig | None = None,
+) -> dict[str, Any]:
+    """Scan ``singles`` IDs single and ``batched`` batch at once through the jitter proxy."""
     loop = asyncio.get_running_loop()
-    async with run_emulator(EmulatorConfig()) as emu:  # 500/100, 300/s per IP, all APIs
+    # By default the service's limits: 500/100, 300/s per IP over all APIs.
+    async with run_emulator(config or EmulatorConfig()) as emu:
         ready: asyncio.Future[int] = loop.create_future()
         host, port = "127.0.0.1", emu.port
         proxy = asyncio.create_task(serve_proxy(host, port, max_delay=0.04, ready=ready))
         endpoint = f"http://127.0.0.1:{await ready}/"
         try:
 
-            async def scan(mode: Mode, pacer: Pacer, client_ids: list[str]) -> str:
+            async def scan(mode: Mode, pacer: Pacer, client_ids: list[str]) -> tuple[str, int]:
                 async with connect(
                     instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=endpoint
                 ) as client:
-                    settings = ScanSettings(
-                        instance_id=DEFAULT_INSTANCE_ID, mode=mode, qps=ACCOUNT_PACE[mode]
-                    )
+                    settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode=mode, qps=100)
                     scanner = Scanner(client=client, settings=settings, limiter=pacer)
-                    return await scanner.run(client_ids, emit=lambda record: None)
+                    outcome = await scanner.run(client_ids, emit=lambda record: None)
+                    counters = scanner.counters
+                    return outcome, counters.online + counters.offline
 
             outcomes = await asyncio.gather(
-                scan("single", single, ids(700, "GID_s@@@d")),
-                scan("batch", batch, ids(2500, "GID_b@@@d")),
+                scan("single", single, ids(singles, "GID_single@@@d")),
+                scan("batch", batch, ids(batched, "GID_batch@@@d")),
             )
         finally:
             proxy.cancel()
@@ -80,7 +89,7 @@ async def test_two_apis_through_one_address_budget_stay_under_the_block_and_unth
     batch = CompositePacer(address, AccountPacer("batch"))
     result = await scan_both_apis(single, batch)
     stats = result["stats"]
-    assert result["outcomes"] == ["completed", "completed"]
+    assert result["outcomes"] == [("completed", 500), ("completed", 1500)]
     (address_stats,) = stats.ip_totals.values()
     assert address_stats.max_requests_1s <= 300
     for api in (SINGLE_API, BATCH_API):
@@ -88,12 +97,32 @@ async def test_two_apis_through_one_address_budget_stay_under_the_block_and_unth
         assert counters.throttled == counters.blocked == 0
     # Every ID asked exactly once: nothing was refused and retried.
     queries = stats.client_id_queries
-    assert len(queries) == 3200
+    assert len(queries) == 2000
     assert set(queries.values()) == {1}
 
 
-async def test_today_s_limiters_side_by_side_get_the_address_blocked() -> None:
-    # The counterfactual: each API at its own rate, nothing counting them together.
-    result = await scan_both_apis(RateLimiter(300), RateLimiter(100))
+# A small scale of the same that any machine can reach: single paced at 60/s and batch
+# at 20/s from one address blocked past 66/s. Through one address budget of 60 they
+# stay under the block; as today's limiters side by side, nothing counting them
+# together, they get the address blocked.
+SMALL = EmulatorConfig(limits=Limits(ip_limit=66))
+
+
+async def test_at_a_small_scale_the_address_budget_is_what_stays_unblocked() -> None:
+    address = AddressBudget(60, limit=66)
+    single = CompositePacer(address, AccountPacer("single", 60))
+    batch = CompositePacer(address, AccountPacer("batch", 20))
+    result = await scan_both_apis(single, batch, singles=120, batched=600, config=SMALL)
+    stats = result["stats"]
+    assert result["outcomes"] == [("completed", 120), ("completed", 600)]
+    assert sum(a.blocked for a in stats.actions.values()) == 0
+    (address_stats,) = stats.ip_totals.values()
+    assert address_stats.max_requests_1s <= 66
+
+
+async def test_at_a_small_scale_today_s_limiters_side_by_side_get_the_address_blocked() -> None:
+    result = await scan_both_apis(
+        RateLimiter(60), RateLimiter(20), singles=200, batched=1000, config=SMALL
+    )
     stats = result["stats"]
     assert sum(a.blocked for a in stats.actions.values()) > 0
