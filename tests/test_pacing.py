@@ -32,6 +32,7 @@ from fleetscan.pacing import (
     SendGuard,
     check_address_budget,
     jitter_allowance,
+    lane_rates,
     pace_under,
     worst_second,
 )
@@ -214,7 +215,7 @@ def test_two_apis_through_one_address_hold_the_budget_and_each_account_ceiling()
     address = AddressBudget(270)
     # The single lane paced at what the address leaves (270 - 96): paced at its account
     # rate, its workers would crowd the address's queue (FIFO) and starve the batch lane.
-    single = AccountPacer("single", 270 - ACCOUNT_PACE["batch"], clock=clock)
+    single = AccountPacer("single", lane_rates()["single"], clock=clock)
     batch = AccountPacer("batch", clock=clock)
     lanes: dict[str, tuple[Pacer, int]] = {
         "single": (CompositePacer(address, single), 120),
@@ -281,6 +282,15 @@ def test_throttling_lowers_the_api_pacer_not_the_address_budget() -> None:
     sends = run_virtual(clock, lambda: run_lanes(lanes, seconds=5))
     total = len([t for t in sends["single"] + sends["batch"] if 6.0 <= t < 9.0])
     assert total / 3.0 >= 0.97 * 270
+
+
+def test_lane_rates_split_the_address_budgets_batch_first() -> None:
+    assert lane_rates() == {"batch": 96, "single": 174}
+    assert lane_rates(2) == {"batch": 96, "single": 444}
+    assert lane_rates(3) == {"batch": 96, "single": 482}  # the account binds
+    assert lane_rates(1, 50) == {"batch": 50, "single": 0}
+    with pytest.raises(UsageError):
+        lane_rates(1, 301)
 
 
 def test_a_composite_needs_a_pacer() -> None:

@@ -29,7 +29,13 @@ from fleetscan.emulator import (
 )
 from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, SINGLE_API, Mode
-from fleetscan.pacing import ACCOUNT_PACE, AccountPacer, AddressBudget, CompositePacer, Pacer
+from fleetscan.pacing import (
+    AccountPacer,
+    AddressBudget,
+    CompositePacer,
+    Pacer,
+    lane_rates,
+)
 from fleetscan.scanner import Scanner, ScanSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -85,7 +91,7 @@ async def scan_both_apis(
 
 async def test_two_apis_through_one_address_budget_stay_under_the_block_and_unthrottled() -> None:
     address = AddressBudget()  # 270/s
-    single = CompositePacer(address, AccountPacer("single", 270 - ACCOUNT_PACE["batch"]))
+    single = CompositePacer(address, AccountPacer("single", lane_rates()["single"]))
     batch = CompositePacer(address, AccountPacer("batch"))
     result = await scan_both_apis(single, batch)
     stats = result["stats"]
