@@ -1,8 +1,8 @@
 """fleetscan's benchmark suite: rate accuracy (undisturbed and disturbed), cost per call,
 memory, time to first record.
 
-    python benchmarks/run.py              # the full suite, ~30 minutes
-    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~6 minutes
+    python benchmarks/run.py              # the full suite, ~45 minutes
+    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~8 minutes
     python benchmarks/run.py --only rate,cost --json results.json
 
 Every benchmark starts (and stops) its own emulator in a separate process and talks

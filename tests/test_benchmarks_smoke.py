@@ -91,7 +91,13 @@ def test_rate_benchmark(tmp_path: Path) -> None:
 def test_address_benchmark(tmp_path: Path) -> None:
     document, _ = run_suite("address", tmp_path)
     figures = by_name(document)
-    for case in ("single-270", "batch-96", "single-300-today"):
+    for case in (
+        "single-270",
+        "batch-96",
+        "single-300-today",
+        "single-90-of-100",
+        "single-100-of-100-today",
+    ):
         for disturbance in ("quiet", "hog", "jitter"):
             unit = f"address {case} {disturbance}"
             window = figures[f"{unit}: max calls from the address in a 1 s window"]
