@@ -73,8 +73,13 @@ async def serve_proxy(
     host: str = "127.0.0.1",
     port: int = 0,
     ready: asyncio.Future[int] | None = None,
+    lateness: list[float] | None = None,
 ) -> None:
-    """Serve the jitter proxy until cancelled; ``ready`` gets the port it listens on."""
+    """Serve the jitter proxy until cancelled; ``ready`` gets the port it listens on.
+
+    ``lateness`` (if given) gets, per chunk, how late it was written after it was due:
+    the proxy's own jitter on top of the one it adds, on a busy machine.
+    """
     if not (_loopback(target_host) and _loopback(host)):
         raise ValueError("the jitter proxy serves and forwards on loopback only")
     rng = random.Random(seed)
@@ -91,6 +96,8 @@ async def serve_proxy(
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if lateness is not None:
+                    lateness.append(loop.time() - due)
                 writer.write(data)
                 await writer.drain()
 
@@ -161,6 +168,8 @@ class JitterProxy:
         self.seed = seed
         self.cpus = cpus
         self.url = ""
+        # Once stopped: the most a chunk was written after it was due, in ms.
+        self.max_late_ms: float | None = None
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Self:
@@ -200,6 +209,10 @@ class JitterProxy:
         if process is not None:
             _stop(process)
             if process.stdout is not None:
+                for line in process.stdout.read().splitlines():
+                    name, _, value = line.partition(": ")
+                    if name == "max_late_ms":
+                        self.max_late_ms = float(value)
                 process.stdout.close()
 
 
@@ -280,8 +293,17 @@ def _run_proxy(host: str, port: int, max_delay: float, seed: int, listen: int) -
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        lateness: list[float] = []
         task = asyncio.create_task(
-            serve_proxy(host, port, max_delay=max_delay, seed=seed, port=listen, ready=ready)
+            serve_proxy(
+                host,
+                port,
+                max_delay=max_delay,
+                seed=seed,
+                port=listen,
+                ready=ready,
+                lateness=lateness,
+            )
         )
         done, _ = await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
         if task in done:
@@ -290,6 +312,7 @@ def _run_proxy(host: str, port: int, max_delay: float, seed: int, listen: int) -
         await stop.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        print(f"max_late_ms: {max(lateness, default=0.0) * 1000:.1f}", flush=True)
 
     asyncio.run(run())
     return 0
