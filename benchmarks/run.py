@@ -1,8 +1,8 @@
-"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record,
-the shared (Redis) pacer against the local one.
+"""fleetscan's benchmark suite: rate accuracy (undisturbed and disturbed), cost per call,
+memory, time to first record, the shared (Redis) pacer against the local one.
 
-    python benchmarks/run.py              # the full suite, ~15 minutes
-    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~3 minutes
+    python benchmarks/run.py              # the full suite, ~45 minutes
+    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~8 minutes
     python benchmarks/run.py --only rate,cost --json results.json
 
 Every benchmark starts (and stops) its own emulator in a separate process and talks
@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bench_address
 import bench_cost
 import bench_first_record
 import bench_hot_path
@@ -36,7 +37,7 @@ from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "cost", "memory", "first", "redis")
+BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +46,8 @@ class Sizes:
 
     rate_seconds: float
     rate_repeat: int
+    address_seconds: float
+    address_repeat: int
     cost_calls: int
     cost_repeat: int
     big_ids: int
@@ -57,6 +60,8 @@ SIZES = {
     "full": Sizes(
         rate_seconds=60.0,
         rate_repeat=1,
+        address_seconds=30.0,
+        address_repeat=3,
         cost_calls=10_000,
         cost_repeat=3,
         big_ids=10_000_000,
@@ -67,6 +72,8 @@ SIZES = {
     "quick": Sizes(
         rate_seconds=15.0,
         rate_repeat=1,
+        address_seconds=10.0,
+        address_repeat=1,
         cost_calls=3_000,
         cost_repeat=1,
         big_ids=1_000_000,
@@ -78,6 +85,8 @@ SIZES = {
     "smoke": Sizes(
         rate_seconds=1.0,
         rate_repeat=1,
+        address_seconds=1.0,
+        address_repeat=1,
         cost_calls=60,
         cost_repeat=1,
         big_ids=20_000,
@@ -106,6 +115,13 @@ def run_suite(
         if "rate" in only:
             figures += bench_rate.run(
                 seconds=sizes.rate_seconds, repeat=sizes.rate_repeat, folder=folder, log=log
+            )
+        if "address" in only:
+            figures += bench_address.run(
+                seconds=sizes.address_seconds,
+                repeat=sizes.address_repeat,
+                folder=folder,
+                log=log,
             )
         if "cost" in only:
             figures += bench_cost.run(calls=sizes.cost_calls, repeat=sizes.cost_repeat, log=log)

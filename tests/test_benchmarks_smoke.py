@@ -89,6 +89,30 @@ def test_rate_benchmark(tmp_path: Path) -> None:
         assert scan["outcome"] in ("completed", "completed with errors", "aborted")
 
 
+def test_address_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("address", tmp_path)
+    figures = by_name(document)
+    for case in (
+        "single-270",
+        "batch-96",
+        "single-300-today",
+        "single-90-of-100",
+        "single-100-of-100-today",
+    ):
+        for disturbance in ("quiet", "hog", "jitter"):
+            unit = f"address {case} {disturbance}"
+            window = figures[f"{unit}: max calls from the address in a 1 s window"]
+            (scan,) = window["data"]["runs"]
+            # The emulator counted the scan's calls from its one address, through the
+            # proxy too, and the scan went through.
+            assert scan["calls"] > 0
+            assert scan["address_max_1s"] > 0
+            assert scan["api_max_1s"] > 0
+            assert scan["outcome"] in ("completed", "completed with errors", "aborted")
+            assert f"{unit}: throttled or blocked answers" in figures
+            assert any(name.startswith(f"{unit}: achieved / aimed") for name in figures)
+
+
 def test_cost_benchmark(tmp_path: Path) -> None:
     document, _ = run_suite("cost", tmp_path)
     figures = by_name(document)
