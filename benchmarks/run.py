@@ -1,7 +1,8 @@
-"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record.
+"""fleetscan's benchmark suite: rate accuracy (undisturbed and disturbed), cost per call,
+memory, time to first record, the shared (Redis) pacer against the local one.
 
-    python benchmarks/run.py              # the full suite, ~15 minutes
-    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~3 minutes
+    python benchmarks/run.py              # the full suite, ~45 minutes
+    python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~8 minutes
     python benchmarks/run.py --only rate,cost --json results.json
 
 Every benchmark starts (and stops) its own emulator in a separate process and talks
@@ -24,17 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bench_address
 import bench_cost
 import bench_first_record
 import bench_hot_path
 import bench_memory
 import bench_rate
+import bench_redis_pacer
 from figures import Figure, render
 from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "cost", "memory", "first")
+BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,41 +46,53 @@ class Sizes:
 
     rate_seconds: float
     rate_repeat: int
+    address_seconds: float
+    address_repeat: int
     cost_calls: int
     cost_repeat: int
     big_ids: int
     scan_ids: tuple[int, int]
     first_repeat: int
+    redis_seconds: float
 
 
 SIZES = {
     "full": Sizes(
         rate_seconds=60.0,
         rate_repeat=1,
+        address_seconds=30.0,
+        address_repeat=3,
         cost_calls=10_000,
         cost_repeat=3,
         big_ids=10_000_000,
         scan_ids=(20_000, 200_000),
         first_repeat=3,
+        redis_seconds=20.0,
     ),
     "quick": Sizes(
         rate_seconds=15.0,
         rate_repeat=1,
+        address_seconds=10.0,
+        address_repeat=1,
         cost_calls=3_000,
         cost_repeat=1,
         big_ids=1_000_000,
         scan_ids=(5_000, 50_000),
         first_repeat=3,
+        redis_seconds=5.0,
     ),
     # Each benchmark at a tiny size, so they do not rot (tests/test_benchmarks_smoke.py).
     "smoke": Sizes(
         rate_seconds=1.0,
         rate_repeat=1,
+        address_seconds=1.0,
+        address_repeat=1,
         cost_calls=60,
         cost_repeat=1,
         big_ids=20_000,
         scan_ids=(200, 2_000),
         first_repeat=1,
+        redis_seconds=0.5,
     ),
 }
 
@@ -101,6 +116,13 @@ def run_suite(
             figures += bench_rate.run(
                 seconds=sizes.rate_seconds, repeat=sizes.rate_repeat, folder=folder, log=log
             )
+        if "address" in only:
+            figures += bench_address.run(
+                seconds=sizes.address_seconds,
+                repeat=sizes.address_repeat,
+                folder=folder,
+                log=log,
+            )
         if "cost" in only:
             figures += bench_cost.run(calls=sizes.cost_calls, repeat=sizes.cost_repeat, log=log)
             if log:
@@ -122,6 +144,8 @@ def run_suite(
                 big_input=big_input,
                 log=log,
             )
+        if "redis" in only:
+            figures += bench_redis_pacer.run(seconds=sizes.redis_seconds, log=log)
     return figures
 
 

@@ -6,6 +6,11 @@
     ├── UsageError            bad options or arguments                      (exit 2)
     ├── InputError            a malformed input file; names file and line   (exit 2)
     ├── CredentialsError      no usable credentials were found              (exit 2)
+    ├── LimiterError          the shared limiter (Redis) cannot pace the scan
+    │   ├── LimiterUnavailableError  unreachable or unusable at start: no call
+    │   │                     was made                                      (exit 2)
+    │   └── LimiterLostError  lost mid-scan for longer than the limiter's
+    │                         timeout: stop gracefully, resumable           (exit 3)
     └── ApiError              an error answer, or no answer, from the API
         ├── ThrottledError    SystemOverFlow, Throttling*: back off, slow down, retry
         ├── TransientError    InternalError, ServiceUnavailable, 5xx, timeouts,
@@ -35,6 +40,9 @@ __all__ = [
     "CredentialsError",
     "FleetscanError",
     "InputError",
+    "LimiterError",
+    "LimiterLostError",
+    "LimiterUnavailableError",
     "ResignError",
     "ThrottledError",
     "TimedOutError",
@@ -64,6 +72,19 @@ class InputError(FleetscanError):
 
 class CredentialsError(FleetscanError):
     """No usable credentials. The message names every place that was tried."""
+
+
+class LimiterError(FleetscanError):
+    """The shared limiter cannot pace the scan. Messages never show its password."""
+
+
+class LimiterUnavailableError(LimiterError):
+    """The shared limiter is unreachable or unusable at start: nothing was sent."""
+
+
+class LimiterLostError(LimiterError):
+    """The shared limiter was lost mid-scan for longer than its timeout: stop sending,
+    gracefully (an unshared full rate could exceed the account's budget)."""
 
 
 class ApiError(FleetscanError):

@@ -29,8 +29,8 @@ BATCH_API = "BatchQuerySessionByClientIds"
 BATCH_SIZE = 10
 # Calls/s an account may make of each API; over it the server answers SystemOverFlow.
 MAX_QPS: dict[Mode, int] = {"single": 500, "batch": 100}
-# Past this many calls/s of one API from one source IP, Alibaba blocks the IP, so one
-# process defaults to it and says why when asked for more.
+# Past this many calls/s from one source IP, Alibaba blocks the IP. Read the safe way:
+# all APIs together (onsmqtt-api.md section 2); `pacing` keeps a budget under it.
 IP_SAFE_QPS = 300
 # Throttled answers may say how long to back off, in milliseconds, in this header.
 RETRY_AFTER_HEADER = "x-acs-retry-after"

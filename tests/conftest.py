@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from redis_fixtures import redis_server  # noqa: F401 - a real redis-server, for its tests
 from virtual_loop import VirtualLoop
 
 # The credentials chain ends at the ECS metadata service (100.100.100.200); a test that

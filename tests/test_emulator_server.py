@@ -155,6 +155,10 @@ def test_options_make_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.faults.error_rate, config.faults.slow_ms) == (0.1, 9000)
     assert config.instance_ids == ("mqtt-cn-a", "post-cn-b")
     assert config.legacy_statuses
+    assert config.limits.ip_limit_scope == "all"
+    assert command.config_from_args(_parse(["--ip-limit-per-api"])).limits.ip_limit_scope == (
+        "action"
+    )
     assert config.keys[0].access_key_id == "MYKEY"
     assert config.keys[0].secret == "from-the-environment"
 

@@ -115,6 +115,31 @@ async def test_window_maxima_per_source_ip() -> None:
     assert SINGLE not in stats.ips["127.0.0.2"]
 
 
+async def test_per_ip_totals_count_every_api_together() -> None:
+    clock = FakeClock()
+    async with (
+        serving(clock=clock) as (emu, caller),
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        ) as session2,
+    ):
+        other = Caller(session2, emu.url, clock=clock)
+        for step in range(3):  # 127.0.0.1: a single and a batch call every 0.5 s
+            await caller.single(f"GID_test@@@a{step}")
+            await caller.batch(ids(3))
+            clock.advance(0.5)
+        await other.single("GID_test@@@b")
+        stats = emu.stats()
+        served = stats.as_dict()
+    one = stats.ip_totals["127.0.0.1"]
+    # Per API at most 2 in any second (0, 0.5); together 4.
+    assert stats.ips["127.0.0.1"][SINGLE].max_requests_1s == 2
+    assert stats.ips["127.0.0.1"][BATCH].max_requests_1s == 2
+    assert (one.requests, one.successes, one.max_requests_1s, one.max_successes_1s) == (6, 6, 4, 4)
+    assert stats.ip_totals["127.0.0.2"].requests == 1
+    assert served["ip_totals"]["127.0.0.1"]["max_requests_1s"] == 4
+
+
 async def test_stats_reset_and_config_endpoints() -> None:
     async with serving() as (emu, caller):
         await caller.single("GID_test@@@dev1")
@@ -137,6 +162,7 @@ async def test_stats_reset_and_config_endpoints() -> None:
         "successes",
         "actions",
         "ips",
+        "ip_totals",
         "client_id_queries",
         "client_id_answers",
     }

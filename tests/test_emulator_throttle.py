@@ -21,7 +21,7 @@ from fleetscan.emulator.throttle import IP_BLOCKED, Throttle
 CID = "GID_test@@@dev1"
 
 
-def _throttle(**limits: int | float) -> Throttle:
+def _throttle(**limits: int | float | str) -> Throttle:
     return Throttle(EmulatorControl(EmulatorConfig(limits=Limits(**limits))))
 
 
@@ -153,11 +153,27 @@ def test_ip_over_the_limit_is_blocked_with_a_clear_message() -> None:
     throttle.check_ip("192.0.2.1", "BatchQuerySessionByClientIds", 60.5)
 
 
-def test_ip_limit_is_per_action_and_can_be_off() -> None:
-    throttle = _throttle(ip_limit=2)
+def test_ip_limit_counts_all_apis_together_by_default() -> None:
+    throttle = _throttle(ip_limit=3)
+    throttle.check_ip("192.0.2.1", "QuerySessionByClientId", 0.0)
+    throttle.check_ip("192.0.2.1", "BatchQuerySessionByClientIds", 0.1)
+    throttle.check_ip("192.0.2.1", "QuerySessionByClientId", 0.2)
+    with pytest.raises(Refusal) as caught:
+        throttle.check_ip("192.0.2.1", "BatchQuerySessionByClientIds", 0.3)
+    assert "exceeding 3 calls per second of all APIs together" in (caught.value.message or "")
+    throttle.check_ip("192.0.2.2", "QuerySessionByClientId", 0.3)  # another IP: its own
+
+
+def test_ip_limit_per_api_when_asked_and_can_be_off() -> None:
+    throttle = _throttle(ip_limit=2, ip_limit_scope="action")
     for action in ("QuerySessionByClientId", "BatchQuerySessionByClientIds"):
         throttle.check_ip("192.0.2.1", action, 0.0)
         throttle.check_ip("192.0.2.1", action, 0.1)
+    with pytest.raises(Refusal) as caught:
+        throttle.check_ip("192.0.2.1", "QuerySessionByClientId", 0.2)
+    assert "of QuerySessionByClientId from one IP" in (caught.value.message or "")
+    with pytest.raises(ValueError, match="ip_limit_scope must be one of all, action"):
+        Limits(ip_limit_scope="each")
     off = _throttle(ip_limit=0)
     for i in range(1000):
         off.check_ip("192.0.2.1", "QuerySessionByClientId", i / 10_000)

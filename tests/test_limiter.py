@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiolimiter import AsyncLimiter
-from virtual_loop import VirtualClock, run_virtual
+from virtual_loop import VirtualClock, max_in_window, run_virtual
 
 from fleetscan.limiter import (
     DECREASE_FACTOR,
@@ -49,16 +49,6 @@ async def acquisition_times(
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(times)
-
-
-def max_in_window(times: list[float], width: float) -> int:
-    """The most acquisitions in any half-open window [t, t + width)."""
-    best = first = 0
-    for last, t in enumerate(times):
-        while t - times[first] >= width:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def steady_rate(times: list[float], *, after: float) -> float:

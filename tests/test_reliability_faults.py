@@ -248,9 +248,13 @@ async def test_every_fault_at_once_loses_doubles_and_misreports_nothing(
     )
     assert (summary.ids_unique, summary.ids_duplicate) == (len(ids) + len(INVALID), len(ids[::7]))
     assert summary.ids_not_scanned == 0
-    # Billing. Every attempt the client made reached the server, and every success the
-    # client counted is one the server counted.
-    assert stats["requests"] == counters.calls_sent == client.calls.total()
+    # Billing. The client counted every attempt it made, and every success it counted is
+    # one the server counted. An attempt reached the server unless it timed out: on a
+    # loaded machine a request can still sit unread in the server's socket when the
+    # client gives up on it and closes the connection.
+    assert counters.calls_sent == client.calls.total()
+    unseen = counters.calls_sent - stats["requests"]
+    assert 0 <= unseen <= client.calls["Timeout"]
     assert summary.billable_transactions == client.calls["ok"]
     if mode == "single":
         assert summary.billable_transactions == len(ids)

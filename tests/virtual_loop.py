@@ -18,7 +18,7 @@ import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["DEADLOCK_WAIT_S", "VirtualClock", "VirtualLoop", "run_virtual"]
+__all__ = ["DEADLOCK_WAIT_S", "VirtualClock", "VirtualLoop", "max_in_window", "run_virtual"]
 
 T = TypeVar("T")
 # Real seconds a loop with nothing scheduled waits for a socket before it gives up.
@@ -35,6 +35,11 @@ class VirtualClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def stall(self, seconds: float) -> None:
+        """Block the loop for ``seconds``: call it from a callback or a task, as a GC
+        pause or a busy CPU would."""
+        self.now += seconds
 
     def wait(self, timeout: float) -> None:
         self.now += timeout + self._rng.uniform(0.0, self.lateness)
@@ -105,3 +110,13 @@ class VirtualLoop:
 
     def run(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return run_virtual(self.clock, main)
+
+
+def max_in_window(times: list[float], width: float) -> int:
+    """The most events in any half-open window [t, t + width) of sorted ``times``."""
+    best = first = 0
+    for last, t in enumerate(times):
+        while t - times[first] >= width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lim.add_argument("--qps-single", type=int, default=DEFAULT_QPS_SINGLE)
     lim.add_argument("--qps-batch", type=int, default=DEFAULT_QPS_BATCH)
     lim.add_argument("--ip-limit", type=int, default=DEFAULT_IP_LIMIT, help="0 turns it off")
+    lim.add_argument(
+        "--ip-limit-per-api",
+        action="store_true",
+        help="count the per-IP limit per API (older docs), not all APIs together",
+    )
     lim.add_argument("--ip-block-seconds", type=float, default=DEFAULT_IP_BLOCK_SECONDS)
     lim.add_argument("--retry-after-ms", type=int, default=0, help="0 sends no hint")
     lim.add_argument(
@@ -128,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             qps_single=args.qps_single,
             qps_batch=args.qps_batch,
             ip_limit=args.ip_limit,
+            ip_limit_scope="action" if args.ip_limit_per_api else "all",
             ip_block_seconds=args.ip_block_seconds,
             retry_after_ms=args.retry_after_ms,
         ),

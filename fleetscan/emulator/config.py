@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_INSTANCE_ID",
     "DEFAULT_IP_BLOCK_SECONDS",
     "DEFAULT_IP_LIMIT",
+    "DEFAULT_IP_LIMIT_SCOPE",
     "DEFAULT_KEY",
     "DEFAULT_ONLINE_RATIO",
     "DEFAULT_PORT",
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_REGION",
     "DEFAULT_SEED",
     "DROP",
+    "IP_LIMIT_SCOPES",
     "MAX_BATCH_SIZE",
     "SIGNATURE_WINDOW_SECONDS",
     "STS_MAX_DURATION_SECONDS",
@@ -74,6 +76,10 @@ DEFAULT_ONLINE_RATIO = 0.5
 DEFAULT_QPS_SINGLE = MAX_QPS["single"]
 DEFAULT_QPS_BATCH = MAX_QPS["batch"]
 DEFAULT_IP_LIMIT = IP_SAFE_QPS
+# What the per-IP limit counts: every API together ("all", the newer English page and
+# the safe reading) or each API on its own ("action", the older pages).
+IP_LIMIT_SCOPES = ("all", "action")
+DEFAULT_IP_LIMIT_SCOPE = "all"
 # The real block time is undocumented; a minute is long enough to hurt a scan.
 DEFAULT_IP_BLOCK_SECONDS = 60.0
 
@@ -111,14 +117,16 @@ class Limits:
     """The service's rate limits.
 
     ``qps_single``/``qps_batch`` bind per account and action on every sliding
-    one-second window. ``ip_limit`` (0 = off) binds per source IP and action; an IP
-    over it is blocked for ``ip_block_seconds``. ``retry_after_ms`` > 0 adds
+    one-second window. ``ip_limit`` (0 = off) binds per source IP, over all APIs
+    together (``ip_limit_scope="all"``) or per API (``"action"``); an IP over it is
+    blocked for ``ip_block_seconds``. ``retry_after_ms`` > 0 adds
     ``x-acs-retry-after`` to throttled answers.
     """
 
     qps_single: int = DEFAULT_QPS_SINGLE
     qps_batch: int = DEFAULT_QPS_BATCH
     ip_limit: int = DEFAULT_IP_LIMIT
+    ip_limit_scope: str = DEFAULT_IP_LIMIT_SCOPE
     ip_block_seconds: float = DEFAULT_IP_BLOCK_SECONDS
     retry_after_ms: int = 0
 
@@ -127,6 +135,11 @@ class Limits:
             raise ValueError("qps_single and qps_batch must be at least 1")
         if self.ip_limit < 0 or self.ip_block_seconds < 0 or self.retry_after_ms < 0:
             raise ValueError("ip_limit, ip_block_seconds and retry_after_ms must not be negative")
+        if self.ip_limit_scope not in IP_LIMIT_SCOPES:
+            raise ValueError(
+                f"ip_limit_scope must be one of {', '.join(IP_LIMIT_SCOPES)}, "
+                f"not {self.ip_limit_scope!r}"
+            )
 
     def for_action(self, action: str) -> int:
         """The account limit of ``action``."""

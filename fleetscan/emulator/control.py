@@ -18,7 +18,8 @@ __all__ = ["ArmedRule", "EmulatorControl", "IpBlock"]
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class IpBlock:
-    """A source IP blocked until ``until`` for going over ``limit`` calls/s of ``action``."""
+    """A source IP blocked until ``until`` for going over ``limit`` calls/s of ``action``
+    (an API, or `throttle.ALL_APIS`)."""
 
     until: float
     seconds: float

@@ -59,13 +59,16 @@ class StatsSnapshot:
     """A copy of the counters at one moment.
 
     ``actions`` has both API actions (and `UNSUPPORTED` once seen); ``ips`` maps
-    source IP to action to `IpStats`; ``client_id_queries`` counts the calls whose
+    source IP to action to `IpStats`, and ``ip_totals`` source IP to `IpStats` of
+    every request from it, all APIs together (what the per-IP limit counts by
+    default, peak per sliding second included); ``client_id_queries`` counts the calls whose
     parameters reached the service, per ID (single and batch), and
     ``client_id_answers`` the successful answers that carried each ID.
     """
 
     actions: Mapping[str, ActionStats]
     ips: Mapping[str, Mapping[str, IpStats]]
+    ip_totals: Mapping[str, IpStats]
     client_id_queries: Mapping[str, int]
     client_id_answers: Mapping[str, int]
 
@@ -92,6 +95,7 @@ class StatsSnapshot:
             "ips": {
                 ip: {name: asdict(s) for name, s in per.items()} for ip, per in self.ips.items()
             },
+            "ip_totals": {ip: asdict(s) for ip, s in self.ip_totals.items()},
         }
         if client_ids:
             data["client_id_queries"] = dict(self.client_id_queries)
@@ -156,7 +160,7 @@ class _IpCounters:
 class Stats:
     """The live counters. Not thread-safe: touch them on the emulator's loop."""
 
-    __slots__ = ("_actions", "_answers", "_count_ids", "_ips", "_queries")
+    __slots__ = ("_actions", "_answers", "_count_ids", "_ip_totals", "_ips", "_queries")
 
     def __init__(self, *, count_client_ids: bool = True) -> None:
         self._count_ids = count_client_ids
@@ -166,6 +170,8 @@ class Stats:
         """Zero every counter."""
         self._actions: dict[str, ActionCounters] = {a: ActionCounters() for a in ACTIONS}
         self._ips: dict[tuple[str, str], _IpCounters] = {}
+        # Source IP -> its requests of every action together.
+        self._ip_totals: dict[str, _IpCounters] = {}
         self._queries: dict[str, int] = {}
         self._answers: dict[str, int] = {}
 
@@ -184,6 +190,11 @@ class Stats:
             per_ip = self._ips[ip, action] = _IpCounters()
         per_ip.requests += 1
         per_ip.request_window.add(now)
+        total = self._ip_totals.get(ip)
+        if total is None:
+            total = self._ip_totals[ip] = _IpCounters()
+        total.requests += 1
+        total.request_window.add(now)
         return counters
 
     def success(self, counters: ActionCounters, action: str, ip: str, now: float, ids: int) -> None:
@@ -194,6 +205,9 @@ class Stats:
         per_ip = self._ips[ip, action]
         per_ip.successes += 1
         per_ip.success_window.add(now)
+        total = self._ip_totals[ip]
+        total.successes += 1
+        total.success_window.add(now)
 
     def queried(self, client_ids: Iterable[str]) -> None:
         """Count client IDs whose query reached the service."""
@@ -217,6 +231,7 @@ class Stats:
         return StatsSnapshot(
             actions={name: c.freeze() for name, c in self._actions.items()},
             ips=ips,
+            ip_totals={ip: counters.freeze() for ip, counters in self._ip_totals.items()},
             client_id_queries=dict(self._queries),
             client_id_answers=dict(self._answers),
         )

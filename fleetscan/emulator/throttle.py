@@ -1,15 +1,16 @@
-"""The service's rate limits: per account and action, and per source IP and action.
+"""The service's rate limits: per account and action, and per source IP.
 
 Both count on every sliding one-second window (`SlidingWindow`): the docs do not
 define a "second", so the emulator takes the strictest reading.
 
 - Account: at most ``qps_single``/``qps_batch`` *admitted* requests of an action in
   any window; one more is answered ``SystemOverFlow`` (403) and not admitted.
-- Source IP: every request of an action from one IP counts; the one that takes the
-  window past ``ip_limit`` gets the IP blocked for ``ip_block_seconds``, for every
-  action. Blocked requests are answered ``Forbidden.SourceIpBlocked`` (403). The
-  real code is undocumented ("the IP address is blocked"); this one is the
-  emulator's choice.
+- Source IP: every request from one IP counts, of all APIs together by default
+  (``ip_limit_scope="all"``, the safe reading of the docs) or of each API on its own
+  (``"action"``); the one that takes the window past ``ip_limit`` gets the IP blocked
+  for ``ip_block_seconds``, for every action. Blocked requests are answered
+  ``Forbidden.SourceIpBlocked`` (403). The real code is undocumented ("the IP
+  address is blocked"); this one is the emulator's choice.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from fleetscan.emulator.config import ACTIONS
 from fleetscan.emulator.control import EmulatorControl, IpBlock
 from fleetscan.window import SlidingWindow
 
-__all__ = ["IP_BLOCKED", "Throttle"]
+__all__ = ["ALL_APIS", "IP_BLOCKED", "Throttle"]
 
 IP_BLOCKED = "Forbidden.SourceIpBlocked"
+# The per-IP window's key, and the block's wording, when every API counts together.
+ALL_APIS = "all APIs together"
 
 
 class Throttle:
@@ -35,7 +38,7 @@ class Throttle:
         self._control = control
         # (account, action) -> admitted requests.
         self._accounts: dict[tuple[str, str], SlidingWindow] = {}
-        # (source IP, action) -> every request.
+        # (source IP, action or ALL_APIS) -> every request.
         self._ips: dict[tuple[str, str], SlidingWindow] = {}
 
     def check_ip(self, ip: str, action: str, now: float) -> None:
@@ -49,12 +52,13 @@ class Throttle:
         limit = control.limits.ip_limit
         if limit <= 0 or action not in ACTIONS:
             return
-        window = self._ips.get((ip, action))
+        scope = action if control.limits.ip_limit_scope == "action" else ALL_APIS
+        window = self._ips.get((ip, scope))
         if window is None:
-            window = self._ips[ip, action] = SlidingWindow()
+            window = self._ips[ip, scope] = SlidingWindow()
         if window.add(now) > limit:
             seconds = control.limits.ip_block_seconds
-            block = IpBlock(until=now + seconds, seconds=seconds, limit=limit, action=action)
+            block = IpBlock(until=now + seconds, seconds=seconds, limit=limit, action=scope)
             control.blocks[ip] = block
             raise _blocked(ip, block, now)
 
