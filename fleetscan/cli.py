@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the service has given no answer for this long, leaving the rest "
         f"for --resume (default {DEFAULT_OUTAGE_TIMEOUT:g})",
     )
+    _add_sharing_arguments(scan)
     output = scan.add_argument_group("output")
     output.add_argument(
         "-o", "--output", metavar="FILE", help="NDJSON destination (default or -: stdout)"
@@ -253,6 +254,41 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_command.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_command.run)
     return parser
+
+
+def _add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "many processes and hosts", "share one account's budget in Redis; split the IDs"
+    )
+    group.add_argument(
+        "--limiter",
+        metavar="URL",
+        help="pace through a budget in Redis shared by every process of the account: "
+        "redis://[user:password@]host:port/db or rediss:// (TLS); the password may come "
+        "from FLEETSCAN_REDIS_PASSWORD instead",
+    )
+    group.add_argument(
+        "--limiter-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop, resumable, when Redis has been lost this long (default 60)",
+    )
+    group.add_argument(
+        "--address-group",
+        metavar="NAME",
+        help="the egress address's budget to share (hosts behind one NAT gateway give "
+        "one name); default: the address the calls leave from",
+    )
+    group.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="scan only shard K (0-based) of N, a fixed split by a keyed hash of the ID",
+    )
+    group.add_argument(
+        "--shard-seed",
+        metavar="SEED",
+        help="deal another split (the default seed is fixed; a resume needs the same)",
+    )
 
 
 def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -482,8 +518,13 @@ class _ScanRun:
         from fleetscan.progress import LineTotal, Progress
 
         args = self.args
+        shard = job.settings.shard
         state = (
-            prepare_resume(args.output, instance_id=job.settings.instance_id)
+            prepare_resume(
+                args.output,
+                instance_id=job.settings.instance_id,
+                owns=shard.owns if shard is not None else None,
+            )
             if args.resume
             else None
         )
@@ -585,7 +626,40 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         outage_timeout=args.outage_timeout,
+        **_sharing(args),
     )
+
+
+def _sharing(args: argparse.Namespace) -> dict[str, Any]:
+    """``shard`` and ``limiter`` from their options (the library checks them)."""
+    from fleetscan.engine import LimiterSettings
+    from fleetscan.redis_pacer import DEFAULT_TIMEOUT_S
+    from fleetscan.shard import DEFAULT_SEED, Shard
+
+    if args.shard_seed is not None and args.shard is None:
+        raise UsageError("--shard-seed deals the split of --shard K/N: give --shard too")
+    if args.limiter is None:
+        for name in ("limiter_timeout", "address_group"):
+            if getattr(args, name) is not None:
+                option = "--" + name.replace("_", "-")
+                raise UsageError(f"{option} applies to a shared limiter: give --limiter too")
+    shard = (
+        Shard.parse(
+            args.shard, seed=args.shard_seed if args.shard_seed is not None else DEFAULT_SEED
+        )
+        if args.shard is not None
+        else None
+    )
+    limiter = (
+        LimiterSettings(
+            url=args.limiter,
+            timeout=args.limiter_timeout if args.limiter_timeout is not None else DEFAULT_TIMEOUT_S,
+            address_group=args.address_group,
+        )
+        if args.limiter is not None
+        else None
+    )
+    return {"shard": shard, "limiter": limiter}
 
 
 def _target(args: argparse.Namespace) -> Target:

@@ -235,7 +235,12 @@ class ResumeState:
                         yield record["client_id"]
 
 
-def prepare_resume(path: str | os.PathLike[str], *, instance_id: str | None = None) -> ResumeState:
+def prepare_resume(
+    path: str | os.PathLike[str],
+    *,
+    instance_id: str | None = None,
+    owns: Callable[[str], bool] | None = None,
+) -> ResumeState:
     """Repair the output file at ``path`` for appending and return what it holds.
 
     A missing or empty file is a fresh start. The file is read once; only when it
@@ -244,7 +249,9 @@ def prepare_resume(path: str | os.PathLike[str], *, instance_id: str | None = No
     during the rewrite leaves the old file whole. Memory is the ``SeenSet`` only.
 
     With ``instance_id``, a record of any other instance is an ``InputError`` (found
-    before anything is changed): one file never mixes two instances. Only a regular
+    before anything is changed): one file never mixes two instances. With ``owns`` (a
+    shard's `fleetscan.shard.Shard.owns`), so is a record of an ID the shard does not
+    own: the file was written by another shard or seed. Only a regular
     file can be resumed: a pipe (``/dev/stdout``) would be read from its own output.
     """
     name = os.fspath(path)
@@ -264,11 +271,11 @@ def prepare_resume(path: str | os.PathLike[str], *, instance_id: str | None = No
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
     with source:
-        scan = _Scan(name, out=None, instance_id=instance_id)
-        scan.run(source, stop_at_rewrite=instance_id is None)
+        scan = _Scan(name, out=None, instance_id=instance_id, owns=owns)
+        scan.run(source, stop_at_rewrite=instance_id is None and owns is None)
     if scan.needs_rewrite:
         del scan  # free the first pass's SeenSet before the second fills another
-        scan = _rewrite(name, instance_id)
+        scan = _rewrite(name, instance_id, owns)
     elif scan.torn_bytes:
         _truncate(name, scan.good_bytes)
     return ResumeState(
@@ -288,10 +295,18 @@ def prepare_resume(path: str | os.PathLike[str], *, instance_id: str | None = No
 class _Scan:
     """One pass over an output file: checks each line, counts, optionally copies."""
 
-    def __init__(self, source: str, out: IO[bytes] | None, instance_id: str | None) -> None:
+    def __init__(
+        self,
+        source: str,
+        out: IO[bytes] | None,
+        instance_id: str | None,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         self.source = source
         # The instance every record must name (None: any).
         self.instance_id = instance_id
+        # The shard every record's ID must belong to (None: any).
+        self.owns = owns
         # Where kept lines go during a rewrite; None on the read-only first pass.
         self.out = out
         self.seen = SeenSet()
@@ -361,6 +376,13 @@ class _Scan:
                 "the right --instance-id, or another -o FILE",
                 number,
             )
+        if self.owns is not None and not self.owns(client_id):
+            raise self._error(
+                f"this file holds {client_id!r}, which this scan's shard does not own: it "
+                "was written by another --shard or --shard-seed (or without --shard); "
+                "resume it with the ones it was written with, or give another -o FILE",
+                number,
+            )
         final = _FINAL.get(status)
         if final is None:
             if status != Status.ERROR.value:
@@ -400,13 +422,13 @@ def _rest_of_line(f: IO[bytes]) -> tuple[int, bool]:
     return skipped, True
 
 
-def _rewrite(name: str, instance_id: str | None) -> _Scan:
+def _rewrite(name: str, instance_id: str | None, owns: Callable[[str], bool] | None) -> _Scan:
     directory = os.path.dirname(os.path.abspath(name))
     mode = stat.S_IMODE(os.stat(name).st_mode)
     fd, tmp_name = mkstemp_whole(name, ".resume")
     try:
         with open(fd, "wb") as tmp, open(name, "rb", buffering=1024 * 1024) as source:
-            scan = _Scan(name, out=tmp, instance_id=instance_id)
+            scan = _Scan(name, out=tmp, instance_id=instance_id, owns=owns)
             scan.run(source)
             tmp.flush()
             os.fsync(tmp.fileno())

@@ -26,6 +26,8 @@ class ScanCounters:
     read: int = 0
     unique: int = 0
     duplicates: int = 0
+    # Read IDs another shard owns (--shard): skipped before dedup, never sent.
+    other_shards: int = 0
     resumed: int = 0
     invalid: int = 0
     online: int = 0
@@ -83,6 +85,11 @@ class ScanSummary:
     outcome: str
     abort_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    # With --shard: which shard ("K/N"), a digest of its seed, and the read IDs that
+    # belong to the other shards (skipped, never sent).
+    shard: str | None = None
+    shard_seed: str | None = None
+    ids_other_shards: int = 0
 
     @classmethod
     def build(
@@ -102,6 +109,8 @@ class ScanSummary:
         outcome: str,
         abort_reason: str | None = None,
         warnings: tuple[str, ...] = (),
+        shard: str | None = None,
+        shard_seed: str | None = None,
     ) -> ScanSummary:
         billable = counters.calls_succeeded
         peak = counters.success_peak.peak
@@ -151,6 +160,9 @@ class ScanSummary:
             outcome=outcome,
             abort_reason=abort_reason,
             warnings=tuple(notes),
+            shard=shard,
+            shard_seed=shard_seed,
+            ids_other_shards=counters.other_shards,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +181,12 @@ class ScanSummary:
             f"instance {self.instance_id}, {self.qps:g} calls/s",
             f"  IDs       read {self.ids_read}, unique {self.ids_unique}, "
             f"duplicates {self.ids_duplicate}, invalid {self.ids_invalid}"
-            + (f", carried over {self.ids_resumed}" if self.ids_resumed else ""),
+            + (f", carried over {self.ids_resumed}" if self.ids_resumed else "")
+            + (
+                f", shard {self.shard} (other shards' {self.ids_other_shards})"
+                if self.shard is not None
+                else ""
+            ),
             f"  records   online {self.ids_online}, offline {self.ids_offline}, "
             f"error {self.ids_error}"
             + (f", not scanned {self.ids_not_scanned}" if self.ids_not_scanned else ""),

@@ -27,6 +27,7 @@ if typing.TYPE_CHECKING:
         default_concurrency,
         rate_warnings,
     )
+    from fleetscan.engine.shared import LimiterSettings
 
 _EXPORTS = {
     "LANES": "fleetscan.engine.lanes",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "BatchLane": "fleetscan.engine.lanes",
     "Feed": "fleetscan.engine.feed",
     "Lane": "fleetscan.engine.lanes",
+    "LimiterSettings": "fleetscan.engine.shared",
     "Outcome": "fleetscan.engine.outcome",
     "ProgressHook": "fleetscan.engine.job",
     "ScanJob": "fleetscan.engine.job",
@@ -58,6 +60,7 @@ __all__ = [
     "BatchLane",
     "Feed",
     "Lane",
+    "LimiterSettings",
     "Outcome",
     "ProgressHook",
     "ScanJob",

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from fleetscan.errors import ApiError
+from fleetscan.errors import ApiError, LimiterLostError
 from fleetscan.outage import OutageOver
 
 __all__ = ["Control", "Stopped"]
@@ -41,7 +41,7 @@ class Control:
         # Set once a stop is asked for: no new unit is taken, no new attempt sent.
         self.stopping = False
         self.interrupted = False
-        self.abort_error: ApiError | OutageOver | None = None
+        self.abort_error: ApiError | OutageOver | LimiterLostError | None = None
         self.output_error: OSError | None = None
         # Workers with a request on the wire: a stop gives these (only) the grace period.
         # Those queued on the pacer or backing off have sent nothing to wait for.
@@ -59,9 +59,9 @@ class Control:
         self.interrupted = True
         self._begin_stop()
 
-    def abort(self, error: ApiError | OutageOver) -> None:
-        """An account-wide error, or an outage past its timeout: every other call would
-        fail the same way."""
+    def abort(self, error: ApiError | OutageOver | LimiterLostError) -> None:
+        """An account-wide error, an outage past its timeout, or the shared limiter lost
+        past its timeout: every other call would fail (or wait) the same way."""
         if self.abort_error is None:
             self.abort_error = error
         self._begin_stop()

@@ -33,13 +33,14 @@ from typing import Literal, Protocol
 
 import aiohttp
 
-from fleetscan.client import DEFAULT_TIMEOUT, connect, open_session
+from fleetscan.client import DEFAULT_TIMEOUT, connect, endpoint_for_region, open_session
 from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.outcome import Outcome, outcome_of
 from fleetscan.engine.scanner import Scanner
 from fleetscan.engine.settings import ScanSettings
-from fleetscan.errors import ApiError, FleetscanError
+from fleetscan.engine.shared import egress_address, shared_pacers
+from fleetscan.errors import ApiError, FleetscanError, LimiterLostError, UsageError
 from fleetscan.outage import OutageOver
 from fleetscan.output import FLUSH_INTERVAL, ResumeState
 from fleetscan.pacer import Pacer
@@ -91,7 +92,7 @@ class ScanResult:
     started_at: datetime
     ended_at: datetime
     duration_seconds: float
-    abort_error: ApiError | OutageOver | None = None
+    abort_error: ApiError | OutageOver | LimiterLostError | None = None
     input_error: FleetscanError | None = None
     output_error: OSError | None = None
     warnings: tuple[str, ...] = field(default=())
@@ -135,6 +136,8 @@ class ScanResult:
             outcome=self.outcome.value,
             abort_reason=abort_reason,
             warnings=tuple(warnings),
+            shard=str(self.settings.shard) if self.settings.shard is not None else None,
+            shard_seed=self.settings.shard.seed_digest if self.settings.shard is not None else None,
         )
 
 
@@ -143,7 +146,9 @@ class ScanJob:
 
     ``session`` replaces the client `connect` would build from ``target`` (tests,
     benchmarks); ``pacer`` the `RateLimiter` at the settings' rate. ``freeze_gc``
-    keeps the collector off the pacing. A job runs once.
+    keeps the collector off the pacing. A job runs once. With ``settings.limiter``
+    the pacer is the shared budget's (`fleetscan.engine.shared`), connected in
+    `prepare` after the credentials, before any call, and closed at the end.
 
     ``async with job:`` holds its HTTP session from `prepare` to the end of the block
     (a caller with work between the two, as the command has); without it, `run`
@@ -160,6 +165,8 @@ class ScanJob:
         freeze_gc: bool = True,
         flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
+        if pacer is not None and settings.limiter is not None:
+            raise UsageError("give a pacer or a shared limiter, not both")
         self.settings = settings
         self.target = target if target is not None else Target()
         self.session = session
@@ -185,6 +192,8 @@ class ScanJob:
         self._http: aiohttp.ClientSession | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
+        # The shared limiter's connection (settings.limiter), from prepare to the end.
+        self._limiter: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> ScanJob:
         self._entered = True
@@ -197,6 +206,7 @@ class ScanJob:
         tb: TracebackType | None,
     ) -> None:
         self._entered = False
+        await self._close_limiter()
         await self._close_http()
 
     # --- control -------------------------------------------------------------------------
@@ -230,6 +240,46 @@ class ScanJob:
             self.target = dataclasses.replace(
                 target, credentials=resolved.provider, region=target.region or resolved.region
             )
+        if self.settings.limiter is not None:
+            await self._connect_limiter()
+
+    async def _connect_limiter(self) -> None:
+        """The shared budget's pacer, for the account of the credentials and the
+        address the calls leave from (LimiterUnavailableError: nothing was sent)."""
+        limiter = self.settings.limiter
+        assert limiter is not None
+        target = self.target
+        credentials = target.credentials
+        if credentials is not None and not isinstance(credentials, Credentials):
+            credentials = await credentials.get()
+        # Without credentials (a client passed in) the budget is still one account's.
+        account = credentials.access_key_id if credentials is not None else "default"
+        endpoint = target.endpoint or (
+            endpoint_for_region(target.region) if target.region else None
+        )
+        address = await egress_address(endpoint) if limiter.address_group is None else ""
+        stack = contextlib.AsyncExitStack()
+        pacers = await stack.enter_async_context(
+            shared_pacers(
+                limiter,
+                access_key_id=account,
+                address=address,
+                rates=[(self.settings.api, self.settings.rate)],
+                ca_bundle=target.ca_bundle,
+            )
+        )
+        self._limiter = stack
+        self.pacer = pacers[self.settings.api]
+        log.info(
+            "pacing through the shared limiter %s (address %s)",
+            limiter.shown,
+            limiter.address_group or address,
+        )
+
+    async def _close_limiter(self) -> None:
+        stack, self._limiter = self._limiter, None
+        if stack is not None:
+            await stack.aclose()
 
     async def run(
         self,
@@ -273,6 +323,7 @@ class ScanJob:
                 await self._scan(scanner, client_ids, sink, progress)
         finally:
             self._ended = (datetime.now(UTC), time.monotonic() - self._started)
+            await self._close_limiter()  # a job runs once
             if not self._entered:
                 await self._close_http()
         return self.result()

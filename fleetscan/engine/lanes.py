@@ -27,7 +27,13 @@ from fleetscan.engine.feed import Feed
 from fleetscan.engine.recorder import Recorder
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
-from fleetscan.errors import AccountError, ApiError, ClientIdError, ResignError
+from fleetscan.errors import (
+    AccountError,
+    ApiError,
+    ClientIdError,
+    LimiterLostError,
+    ResignError,
+)
 from fleetscan.limits import BATCH_API, BATCH_SIZE, SINGLE_API, Mode
 from fleetscan.outage import BudgetEmpty, OutageBreaker, OutageOver, RetryBudget, is_no_answer
 from fleetscan.pacer import Pacer
@@ -144,6 +150,11 @@ class Lane(Generic[S]):
 
         try:
             result, attempts = await self._retried(attempt)
+        except LimiterLostError as exc:
+            # The shared budget is gone (Redis lost past its timeout): never send at an
+            # unshared rate; stop as an account-wide error does, this ID unsent.
+            control.abort(exc)
+            raise Stopped from None
         except ApiError as exc:
             self.stats.retried(exc.attempts)
             raise

@@ -11,9 +11,11 @@ from fleetscan.credentials import Credentials, CredentialsProvider
 from fleetscan.engine.job import ScanJob, ScanResult, Target
 from fleetscan.engine.outcome import Outcome
 from fleetscan.engine.settings import ScanSettings
+from fleetscan.engine.shared import LimiterSettings
 from fleetscan.limits import Mode
 from fleetscan.records import Record
 from fleetscan.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
+from fleetscan.shard import Shard
 
 __all__ = ["scan"]
 
@@ -33,6 +35,8 @@ async def scan(
     attempt_timeout: float = DEFAULT_TIMEOUT,
     signature: Literal["v3", "v1"] = "v3",
     ca_bundle: str | None = None,
+    shard: Shard | None = None,
+    limiter: LimiterSettings | None = None,
 ) -> AsyncGenerator[Record, None]:
     """Scan ``client_ids`` and yield one `Record` per unique ID as answers arrive.
 
@@ -44,7 +48,8 @@ async def scan(
 
     An account-wide API error raises it (after the records that completed), and so
     does a malformed input line; closing the generator early (``contextlib.aclosing``,
-    or letting it be collected) stops the scan.
+    or letting it be collected) stops the scan. ``shard`` and ``limiter`` are
+    ``--shard`` and ``--limiter`` (`fleetscan.engine.ScanSettings`).
     """
     settings = ScanSettings(
         instance_id=instance_id,
@@ -52,6 +57,8 @@ async def scan(
         qps=qps,
         concurrency=concurrency,
         retry=RetryPolicy(max_attempts=max_attempts),
+        shard=shard,
+        limiter=limiter,
     )
     target = Target(
         region=region,

@@ -33,7 +33,7 @@ from fleetscan.engine.recorder import Recorder
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
-from fleetscan.errors import ApiError
+from fleetscan.errors import ApiError, LimiterLostError
 from fleetscan.limiter import RateLimiter
 from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
@@ -103,7 +103,7 @@ class Scanner:
         return self.control.interrupted
 
     @property
-    def abort_error(self) -> ApiError | OutageOver | None:
+    def abort_error(self) -> ApiError | OutageOver | LimiterLostError | None:
         return self.control.abort_error
 
     @property
@@ -140,7 +140,13 @@ class Scanner:
         recorder = Recorder(
             instance_id=settings.instance_id, counters=counters, emit=emit, clock=self.clock
         )
-        admit = Admission(counters, seen=self.seen, on_invalid=recorder.invalid).admit
+        shard = settings.shard
+        admit = Admission(
+            counters,
+            seen=self.seen,
+            on_invalid=recorder.invalid,
+            owns=shard.owns if shard is not None else None,
+        ).admit
         lanes = self._lanes(self.pacer, recorder)
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         consumers = sum(lane.consumers for lane in lanes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from fleetscan.engine.shared import LimiterSettings
 from fleetscan.errors import UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import (
@@ -25,6 +26,7 @@ from fleetscan.limits import (
 )
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.retry import RetryPolicy
+from fleetscan.shard import Shard
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
@@ -83,6 +85,10 @@ class ScanSettings:
     ``qps`` and ``concurrency`` default from the mode. ``account_qps`` is the
     account's limit for the mode's API (default: the documented one); the rate may
     not exceed it.
+
+    ``shard`` keeps only the IDs that shard owns (`fleetscan.shard.Shard`, ``--shard``);
+    ``limiter`` paces through a budget in Redis shared by every process of the account
+    (`fleetscan.engine.shared.LimiterSettings`, ``--limiter``).
     """
 
     instance_id: str
@@ -95,6 +101,9 @@ class ScanSettings:
     account_qps: float | None = None
     # Seconds without any answer from the service before the scan gives up.
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
+    # Many processes and hosts (--shard, --limiter): None is one process alone.
+    shard: Shard | None = None
+    limiter: LimiterSettings | None = None
 
     def __post_init__(self) -> None:
         problem = instance_id_problem(self.instance_id)
