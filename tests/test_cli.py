@@ -205,6 +205,11 @@ def test_every_scan_option_parses() -> None:
             "--price-per-million=1.5",
             "--emulator",
             "--progress",
+            "--limiter=redis://redis:6379/0",
+            "--limiter-timeout=30",
+            "--address-group=nat-1",
+            "--shard=1/3",
+            "--shard-seed=s",
         ]
     )
     assert vars(args) | {"handler": None} == {
@@ -232,6 +237,11 @@ def test_every_scan_option_parses() -> None:
         "emulator": True,
         "quiet": False,
         "progress": True,
+        "limiter": "redis://redis:6379/0",
+        "limiter_timeout": 30.0,
+        "address_group": "nat-1",
+        "shard": "1/3",
+        "shard_seed": "s",
         "handler": None,
     }
     defaults = build_parser().parse_args(["scan"])

@@ -3,8 +3,8 @@ emulator whose account limit is that budget: the server never sees more than the
 limit in a sliding second, and the shards' outputs together hold every ID once.
 
 The scans run as two connections to Redis (as two processes would), through the
-real client over loopback. (The command line does not take ``--limiter`` or
-``--shard`` yet; this is the library they will use.)
+real client over loopback: the library under ``--limiter`` and ``--shard``, whose
+command-line tests are in test_shared_scan_cli.py.
 """
 
 from __future__ import annotations

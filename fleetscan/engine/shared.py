@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
+import importlib
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +47,12 @@ class LimiterSettings:
     address_qps: float = DEFAULT_ADDRESS_BUDGET
 
     def __post_init__(self) -> None:
-        if importlib.util.find_spec("redis") is None:
+        try:
+            importlib.import_module("redis")
+        except ImportError:
             raise UsageError(
                 "a Redis limiter needs the redis extra: pip install 'fleetscan[redis]'"
-            )
+            ) from None
         parse_limiter_url(self.url)  # its errors never echo the URL
         if not self.timeout > 0:
             raise UsageError(f"--limiter-timeout {self.timeout:g}: must be positive")
