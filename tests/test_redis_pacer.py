@@ -426,3 +426,24 @@ async def test_rediss_verifies_the_server_and_takes_a_ca_bundle(tmp_path: Path) 
             await SharedBudget.connect(server.url, access_key_id=AK, address="nat-a")
     finally:
         server.kill()
+
+
+async def test_a_lease_with_nobody_left_waiting_ends_instead_of_looping_on_round_trips(
+    redis_server: RedisServer,
+) -> None:
+    # The scan's last caller is served by permits already leased while the next lease is
+    # on its way: that lease must end, not ask Redis for none, again and again (a scan
+    # process hung at its end, spinning on round trips, until this was fixed).
+    budget = await connect(redis_server)
+    try:
+        # Fast enough that permits are due at once: the caller leaves without yielding,
+        # before the lease it started has run.
+        pacer = budget.pacer("QuerySessionByClientId", 100_000.0)
+        for _ in range(20):
+            await pacer.acquire()
+        await asyncio.sleep(0.3)
+        calls = budget.link.calls
+        await asyncio.sleep(0.3)
+        assert budget.link.calls == calls  # idle: no round trips
+    finally:
+        await asyncio.wait_for(budget.aclose(), timeout=5)

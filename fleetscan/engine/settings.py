@@ -139,4 +139,6 @@ class ScanSettings:
     @property
     def warnings(self) -> tuple[str, ...]:
         """What the user should hear before the scan starts (the per-IP limit)."""
+        if self.limiter is not None:
+            return ()  # the shared address budget keeps each address under the limit
         return rate_warnings(self.mode, self.rate)

@@ -191,8 +191,14 @@ class RedisPacer:
             answers, throttled = self._answers, self._throttled
             other = () if self._address_qps is None else (self._address_qps,)
             catch_up = self._catch_up > 0
+            want = 1 if catch_up else min(self._lease, self._waiting)
+            if want == 0:
+                # Nobody waits any more (served by the last lease's permits, or gone):
+                # asking for none would loop on round trips with nothing to wait for.
+                # The next acquire starts a lease of its own.
+                return
             args = script_args(
-                want=1 if catch_up else min(self._lease, self._waiting),
+                want=want,
                 reach=0.0 if catch_up else HORIZON_S,
                 qps=self._qps,
                 adaptive=self._adaptive,
