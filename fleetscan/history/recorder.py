@@ -1,0 +1,374 @@
+"""Recording a scan into the history database, off the event loop.
+
+::
+
+    recorder = HistoryRecorder("fleet.db")              # opens and migrates, or raises
+    recorder.begin(instance_id="mqtt-cn-x", mode="single", output="/data/tonight.ndjson")
+    ...  scanner.run(ids, emit=lambda r: (writer.write(r), recorder.record(r)))
+    row = recorder.end(summary)                         # waits for the last commit
+    recorder.close()
+
+`record` only appends to a list on the caller's thread; every `BATCH_SIZE` records
+the list goes, through a bounded queue, to a thread of its own that applies it with
+one ``executemany`` in one transaction. The SQL does the state machine itself (an
+upsert whose ``SET`` reads the old row; a trigger writes the transitions), so a batch
+costs no Python per row beyond building its tuple. The queue holds `QUEUE_BATCHES`
+batches; only if the disk cannot keep up with that many does ``record`` wait.
+
+A resumed scan (``scan --resume -o FILE``) is the same scan: `begin` with
+``resume=True`` continues the newest scan row written to the same output file (by
+real path): ``--resume`` only ever continues the file, and a new scan into that file
+(without ``--resume``) replaces it and gets a row of its own. `import_file` records
+the file's carried-over records again. Applying a record twice changes nothing: an
+answer counts only when it is newer than the device's last one, so what the
+interrupted run committed and what it had only written to the file both end up
+recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from fleetscan.history.schema import HistoryError, open_database
+from fleetscan.ids import group_of
+from fleetscan.records import Record, rfc3339
+from fleetscan.summary import ScanSummary
+
+__all__ = ["BATCH_SIZE", "QUEUE_BATCHES", "HistoryRecorder", "ScanRow", "apply_answers"]
+
+# Records per executemany and transaction.
+BATCH_SIZE = 10_000
+# Batches waiting for the writer thread before `record` blocks.
+QUEUE_BATCHES = 32
+
+# One answer as the recorder keeps it: (client_id, status, checked_at).
+Answer = tuple[str, str, str]
+
+_DEFINITE = frozenset({"online", "offline"})
+
+# The state machine (see schema.py). In an upsert's SET, a bare column is the old row.
+_UPSERT = """
+INSERT INTO devices (client_id, grp, state, since_low, since_low_scan, since_high,
+    since_high_scan, state_scans, seen_at, seen_scan, last_online_at, last_status,
+    last_checked_at, last_scan_id, first_scan_id)
+VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (client_id) DO UPDATE SET
+    since_low = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS NOT state
+        THEN seen_at ELSE since_low END,
+    since_low_scan = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS NOT state
+        THEN seen_scan ELSE since_low_scan END,
+    since_high = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS NOT state
+        THEN excluded.since_high ELSE since_high END,
+    since_high_scan = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS NOT state
+        THEN excluded.since_high_scan ELSE since_high_scan END,
+    state_scans = CASE
+        WHEN excluded.state IS NOT NULL AND excluded.state IS NOT state THEN 1
+        WHEN excluded.state IS NOT NULL AND seen_scan IS NOT excluded.seen_scan
+            THEN state_scans + 1
+        ELSE state_scans END,
+    state = coalesce(excluded.state, state),
+    seen_at = coalesce(excluded.seen_at, seen_at),
+    seen_scan = coalesce(excluded.seen_scan, seen_scan),
+    last_online_at = coalesce(excluded.last_online_at, last_online_at),
+    last_status = excluded.last_status,
+    last_checked_at = excluded.last_checked_at,
+    last_scan_id = excluded.last_scan_id
+WHERE excluded.last_checked_at > last_checked_at
+"""
+
+
+def _row(answer: Answer, scan_id: int) -> tuple[Any, ...]:
+    client_id, status, at = answer
+    definite = status in _DEFINITE
+    return (
+        client_id,
+        group_of(client_id),
+        status if definite else None,  # state
+        at if definite else None,  # since_high
+        scan_id if definite else None,  # since_high_scan
+        1 if definite else 0,  # state_scans
+        at if definite else None,  # seen_at
+        scan_id if definite else None,  # seen_scan
+        at if status == "online" else None,  # last_online_at
+        status,
+        at,
+        scan_id,
+        scan_id,  # first_scan_id, kept by the update
+    )
+
+
+def apply_answers(conn: sqlite3.Connection, scan_id: int, answers: Iterable[Answer]) -> None:
+    """Apply answers of scan ``scan_id`` in one transaction (the writer thread's step)."""
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(_UPSERT, (_row(a, scan_id) for a in answers))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanRow:
+    """A scan as the history database holds it."""
+
+    id: int
+    started_at: str
+    ended_at: str | None
+    instance_id: str
+    mode: str
+    output: str | None
+    outcome: str | None
+    runs: int
+    ids_online: int
+    ids_offline: int
+    ids_error: int
+    ids_invalid: int
+    calls_sent: int
+    calls_throttled: int
+    calls_failed: int
+    billable_transactions: int
+    duration_seconds: float
+    peak_tps: int
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection, scan_id: int) -> ScanRow:
+        conn.row_factory = sqlite3.Row
+        try:
+            sql = f"SELECT {_SCAN_COLUMNS} FROM scans WHERE id = ?"
+            row = conn.execute(sql, (scan_id,))
+            found = row.fetchone()
+        finally:
+            conn.row_factory = None
+        if found is None:
+            raise HistoryError(f"no scan {scan_id} in the history")
+        return cls(**dict(found))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+_SCAN_COLUMNS = ", ".join(ScanRow.__dataclass_fields__)
+
+
+class HistoryRecorder:
+    """Records one scan's answers into a history database from a thread of its own."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = BATCH_SIZE,
+        queue_batches: int = QUEUE_BATCHES,
+    ) -> None:
+        self.path = os.fspath(path)
+        # Open and migrate here, so a bad file is an error before the scan begins.
+        open_database(self.path).close()
+        self._batch_size = batch_size
+        # Answers not yet handed to the writer thread.
+        self._pending: list[Answer] = []
+        # Commands for the writer thread: ("begin"|"answers"|"end", payload), None to stop.
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=queue_batches)
+        # What the writer thread sends back: the scan row after "end".
+        self._done: queue.Queue[ScanRow | BaseException] = queue.Queue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="fleetscan-history", daemon=True)
+        self._thread.start()
+        self._begun = False
+        self._closed = False
+
+    # --- the caller's side ---------------------------------------------------------------
+
+    def begin(
+        self,
+        *,
+        instance_id: str,
+        mode: str,
+        output: str | None,
+        resume: bool = False,
+        started_at: datetime | None = None,
+    ) -> None:
+        """Start recording a scan (a new row, or the resumed scan's row)."""
+        real = os.path.realpath(output) if output else None
+        when = rfc3339(started_at or datetime.now(UTC))
+        self._put(("begin", (instance_id, mode, real, resume, when)))
+        self._begun = True
+
+    def record(self, record: Record) -> None:
+        """Queue one record (cheap: called on the event loop for every record)."""
+        self._pending.append((record.client_id, record.status.value, rfc3339(record.checked_at)))
+        if len(self._pending) >= self._batch_size:
+            self._hand_over()
+
+    def import_file(self, path: str | os.PathLike[str]) -> int:
+        """Record the final records already in a scan output (a resume's carried-over part)."""
+        count = 0
+        with open(path, "rb", buffering=1024 * 1024) as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                data = orjson.loads(raw)
+                status = data.get("status")
+                if status in ("online", "offline", "invalid") and isinstance(
+                    data.get("checked_at"), str
+                ):
+                    self._pending.append((data["client_id"], status, data["checked_at"]))
+                    count += 1
+                    if len(self._pending) >= self._batch_size:
+                        self._hand_over()
+        return count
+
+    def end(self, summary: ScanSummary) -> ScanRow:
+        """Record the summary, wait until everything is committed, return the scan row."""
+        if not self._begun:
+            raise HistoryError("end() before begin()")
+        self._hand_over()
+        self._put(("end", summary))
+        result = self._done.get()
+        if isinstance(result, BaseException):
+            raise HistoryError(f"{self.path}: recording the scan failed: {result}") from None
+        return result
+
+    def close(self) -> None:
+        """Stop the writer thread (after what was queued); raise if it had failed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._failure is None:
+            self._queue.put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise HistoryError(f"{self.path}: recording the scan failed: {self._failure}")
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._put(("answers", batch))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        # A full queue waits for the writer; a dead writer must not hang the scan.
+        while True:
+            if self._failure is not None:
+                raise HistoryError(f"{self.path}: recording the scan failed: {self._failure}")
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        conn: sqlite3.Connection | None = None
+        scan_id: int | None = None
+        try:
+            conn = open_database(self.path)
+            while (item := self._queue.get()) is not None:
+                kind, payload = item
+                if kind == "begin":
+                    scan_id = _begin_scan(conn, *payload)
+                elif kind == "answers":
+                    assert scan_id is not None
+                    apply_answers(conn, scan_id, payload)
+                elif kind == "end":
+                    assert scan_id is not None
+                    self._done.put(_end_scan(conn, scan_id, payload))
+        except BaseException as exc:  # reported to the caller by the next call
+            self._failure = exc
+            self._done.put(exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _begin_scan(
+    conn: sqlite3.Connection,
+    instance_id: str,
+    mode: str,
+    output: str | None,
+    resume: bool,
+    started_at: str,
+) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if resume and output is not None:
+            found = conn.execute(
+                "SELECT id FROM scans WHERE output = ? ORDER BY id DESC LIMIT 1",
+                (output,),
+            ).fetchone()
+            if found is not None:
+                conn.execute("UPDATE scans SET runs = runs + 1 WHERE id = ?", (found[0],))
+                conn.execute("COMMIT")
+                return int(found[0])
+        cursor = conn.execute(
+            "INSERT INTO scans (started_at, instance_id, mode, output) VALUES (?, ?, ?, ?)",
+            (started_at, instance_id, mode, output),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _end_scan(conn: sqlite3.Connection, scan_id: int, summary: ScanSummary) -> ScanRow:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Counts from what the devices answered last in this scan: a resumed scan's
+        # earlier runs included, each ID once.
+        conn.execute("DELETE FROM scan_groups WHERE scan_id = ?", (scan_id,))
+        conn.execute(
+            """
+            INSERT INTO scan_groups
+            SELECT last_scan_id, grp,
+                   sum(last_status = 'online'), sum(last_status = 'offline'),
+                   sum(last_status = 'error'), sum(last_status = 'invalid')
+            FROM devices WHERE last_scan_id = ? GROUP BY grp
+            """,
+            (scan_id,),
+        )
+        conn.execute(
+            """
+            UPDATE scans SET
+                ended_at = ?, outcome = ?,
+                ids_online = (SELECT coalesce(sum(online), 0) FROM scan_groups WHERE scan_id = ?),
+                ids_offline = (SELECT coalesce(sum(offline), 0) FROM scan_groups WHERE scan_id = ?),
+                ids_error = (SELECT coalesce(sum(error), 0) FROM scan_groups WHERE scan_id = ?),
+                ids_invalid = (SELECT coalesce(sum(invalid), 0) FROM scan_groups WHERE scan_id = ?),
+                calls_sent = calls_sent + ?, calls_throttled = calls_throttled + ?,
+                calls_failed = calls_failed + ?,
+                billable_transactions = billable_transactions + ?,
+                duration_seconds = duration_seconds + ?, peak_tps = max(peak_tps, ?)
+            WHERE id = ?
+            """,
+            (
+                rfc3339(summary.ended_at),
+                summary.outcome,
+                scan_id,
+                scan_id,
+                scan_id,
+                scan_id,
+                summary.calls_sent,
+                summary.calls_throttled,
+                summary.calls_failed,
+                summary.billable_transactions,
+                summary.duration_seconds,
+                summary.peak_tps,
+                scan_id,
+            ),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return ScanRow.load(conn, scan_id)
