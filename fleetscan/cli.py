@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
 
-from fleetscan import __version__
+from fleetscan import __version__, audit_cli
 from fleetscan.errors import FleetscanError, UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import DEFAULT_QPS, IP_SAFE_QPS, MAX_QPS, MODES, Mode, api_for
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with -o: skip IDs that already have a final record, and append",
     )
+    audit_cli.add_scan_options(output)
     shown = output.add_mutually_exclusive_group()
     shown.add_argument(
         "--quiet", action="store_true", help="no progress and no summary text on stderr"
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator_command.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_command.run)
+    audit_cli.add_commands(commands)
     return parser
 
 
@@ -331,18 +333,22 @@ def _run_scan(args: argparse.Namespace) -> int:
             args.output,
             state.carried_over,
         )
-    output: BinaryIO = (
-        open(args.output, "ab" if args.resume else "wb")  # noqa: SIM115 - closed below
-        if args.output
-        else sys.stdout.buffer
-    )
+    hooks = audit_cli.ScanHooks.open(args, state)
     try:
-        run = _ScanRun(args, rate, instance_id, state)
-        asyncio.run(run.main((row.client_id for row in rows), output))
+        output: BinaryIO = (
+            open(args.output, "ab" if args.resume else "wb")  # noqa: SIM115 - closed below
+            if args.output
+            else sys.stdout.buffer
+        )
+        try:
+            run = _ScanRun(args, rate, instance_id, state, hooks)
+            asyncio.run(run.main((row.client_id for row in rows), output))
+        finally:
+            if output is not sys.stdout.buffer:
+                output.close()
+        return run.finish()
     finally:
-        if output is not sys.stdout.buffer:
-            output.close()
-    return run.finish()
+        hooks.close()
 
 
 class _ScanRun:
@@ -354,10 +360,12 @@ class _ScanRun:
         rate: float,
         instance_id: str | None,
         state: ResumeState | None,
+        hooks: audit_cli.ScanHooks,
     ) -> None:
         from fleetscan.summary import ScanCounters
 
         self.args = args
+        self.hooks = hooks
         self.rate = rate
         self.instance_id = instance_id or ""
         self.counters = ScanCounters(resumed=state.carried_over if state else 0)
@@ -450,7 +458,7 @@ class _ScanRun:
             gc.freeze()
             with _stop_on_signals(loop, scanner.stop):
                 try:
-                    await scanner.run(client_ids, emit=writer.write)
+                    await scanner.run(client_ids, emit=self.hooks.wrap(writer.write))
                 except FleetscanError as exc:  # a malformed line: what came before is kept
                     self.input_error = exc
                 finally:
@@ -493,6 +501,7 @@ class _ScanRun:
                 f.write(summary.to_json())
         if not args.quiet:
             sys.stderr.write(summary.to_text())
+        self.hooks.finish(summary)
         if self.input_error is not None:
             log.error("%s", self.input_error)
             log.error("the IDs read before it have their records; fix the input, then --resume")
