@@ -279,9 +279,9 @@ def _newly_offline(data: ReportData) -> str:
         out.append('<p class="muted">No device went offline in the last scan.</p></section>')
         return "".join(out)
     if shown < data.newly_offline_total:
-        out.append(f'<p class="muted">The first {shown}, by client ID.</p>')
+        out.append(f'<p class="muted">The first {shown} of them, by client ID.</p>')
     out.append(
-        '<table id="newly-offline"><thead><tr><th>client ID</th><th>last seen online</th>'
+        '<div class="scroll"><table id="newly-offline"><thead><tr><th>client ID</th><th>last seen online</th>'
         "<th>first seen offline</th></tr></thead><tbody>"
     )
     for d in data.newly_offline:
@@ -289,7 +289,7 @@ def _newly_offline(data: ReportData) -> str:
             f"<tr><td><code>{_e(d['client_id'])}</code></td><td>{_e(_when(d['last_online']))}</td>"
             f"<td>{_e(_when(d['first_offline']))}</td></tr>"
         )
-    out.append("</tbody></table></section>")
+    out.append("</tbody></table></div></section>")
     return "".join(out)
 
 
@@ -302,10 +302,11 @@ def _longest_offline(data: ReportData) -> str:
         out.append('<p class="muted">No device is offline.</p></section>')
         return "".join(out)
     out.append(
-        '<p class="muted">Offline since some time between the last answer online and the '
-        "first offline; "
-        "the duration shown is the least it can be, as of the last scan.</p>"
-        '<table id="longest-offline"><thead><tr><th>client ID</th><th>offline for at least</th>'
+        '<p class="muted">Every device whose last definite answer was offline (an error '
+        "answer does not end a spell). Each went offline between its last answer online "
+        "and its first offline; the duration is the least it can be, as of the last "
+        "scan.</p>"
+        '<div class="scroll"><table id="longest-offline"><thead><tr><th>client ID</th><th>offline for at least</th>'
         "<th>scans</th><th>last seen online</th><th>first seen offline</th></tr></thead><tbody>"
     )
     for d in data.longest_offline:
@@ -317,7 +318,7 @@ def _longest_offline(data: ReportData) -> str:
             f"<td>{_e(_when(d['last_seen_online']) if d['last_seen_online'] else 'never')}</td>"
             f"<td>{_e(_when(d['offline_since_high']))}</td></tr>"
         )
-    out.append("</tbody></table></section>")
+    out.append("</tbody></table></div></section>")
     return "".join(out)
 
 
@@ -327,10 +328,12 @@ _CSS = """
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
   color:var(--fg); background:var(--bg); }
-header { padding:20px 32px 4px; }
+header { padding:20px 32px 4px; max-width:1200px; margin:0 auto; }
 h1 { font-size:20px; margin:0 0 2px; }
 h2 { font-size:15px; margin:0 0 10px; }
-main { padding:8px 32px 32px; max-width:1200px; }
+main { padding:8px 32px 32px; max-width:1200px; margin:0 auto; }
+.scroll { max-height:430px; overflow:auto; border-top:1px solid var(--line); }
+.scroll thead th { position:sticky; top:0; background:var(--card); }
 section { background:var(--card); border:1px solid var(--line); border-radius:10px;
   padding:16px 18px; margin:14px 0; }
 .muted { color:var(--muted); margin:4px 0 8px; }
@@ -343,7 +346,7 @@ section { background:var(--card); border:1px solid var(--line); border-radius:10
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase;
   letter-spacing:.04em; }
 .card .value { font-size:26px; font-weight:600; font-variant-numeric:tabular-nums; }
-.columns { display:grid; grid-template-columns:2fr 1fr; gap:14px; }
+.columns { display:grid; grid-template-columns:2fr 1fr; gap:14px; align-items:start; }
 .columns section { margin:0; }
 table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); }
