@@ -123,7 +123,8 @@ def test_the_diff_lists_exactly_the_ids_whose_status_differs(
             assert change["after_checked_at"] == "2026-11-25T02:00:01.000Z"
     counts = Counter(kind(*v) for v in expected.values())
     assert summary.changes == {k: counts.get(k, 0) for k in summary.changes}
-    assert summary.old_ids == len(fleet.old) and summary.new_ids == len(fleet.new)
+    assert summary.old_ids == len(fleet.old)
+    assert summary.new_ids == len(fleet.new)
     assert summary.unchanged == len(set(fleet.old) & set(fleet.new)) - sum(
         1 for c in expected if c in fleet.old and c in fleet.new
     )
@@ -191,9 +192,12 @@ def test_the_command_writes_changes_and_the_summary(
     assert changes["GID_b@@@4"]["before_checked_at"] == "2026-11-24T02:00:00.000Z"
     assert changes["GID_b@@@4"]["after_checked_at"] is None
     document = orjson.loads(summary.read_bytes())
-    assert document["went_offline"] == 1 and document["came_online"] == 1
-    assert document["appeared"] == 1 and document["disappeared"] == 1
-    assert document["now_error"] == 1 and document["changed"] == 5
+    assert document["went_offline"] == 1
+    assert document["came_online"] == 1
+    assert document["appeared"] == 1
+    assert document["disappeared"] == 1
+    assert document["now_error"] == 1
+    assert document["changed"] == 5
     assert document["groups"]["GID_a"]["went_offline"] == 1
     assert document["groups"]["GID_b"]["disappeared"] == 1
     assert "went offline 1, came online 1, appeared 1, disappeared 1, now error 1" in err
