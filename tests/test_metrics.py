@@ -44,14 +44,16 @@ def parse_exposition(text: str) -> tuple[Samples, dict[str, str]]:
         assert line, "no blank lines"
         if line.startswith("# HELP "):
             name, _, help_text = line[7:].partition(" ")
-            assert re.fullmatch(_NAME, name) and help_text
+            assert re.fullmatch(_NAME, name)
+            assert help_text
             assert name not in helped
             helped.add(name)
             continue
         if line.startswith("# TYPE "):
             name, _, kind = line[7:].partition(" ")
             assert kind in ("counter", "gauge", "histogram", "summary", "untyped")
-            assert name in helped and name not in types
+            assert name in helped
+            assert name not in types
             types[name] = kind
             continue
         assert not line.startswith("#"), line
