@@ -1,4 +1,5 @@
-"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record.
+"""fleetscan's benchmark suite: rate accuracy, cost per call, memory, time to first record,
+and the audit between scans (diff, history).
 
     python benchmarks/run.py              # the full suite, ~15 minutes
     python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~3 minutes
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bench_audit
 import bench_cost
 import bench_first_record
 import bench_hot_path
@@ -34,7 +36,7 @@ from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "cost", "memory", "first")
+BENCHMARKS = ("rate", "cost", "memory", "first", "audit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +50,8 @@ class Sizes:
     big_ids: int
     scan_ids: tuple[int, int]
     first_repeat: int
+    diff_records: int
+    history_ids: int
 
 
 SIZES = {
@@ -59,6 +63,8 @@ SIZES = {
         big_ids=10_000_000,
         scan_ids=(20_000, 200_000),
         first_repeat=3,
+        diff_records=10_000_000,
+        history_ids=10_000_000,
     ),
     "quick": Sizes(
         rate_seconds=15.0,
@@ -68,6 +74,8 @@ SIZES = {
         big_ids=1_000_000,
         scan_ids=(5_000, 50_000),
         first_repeat=3,
+        diff_records=1_000_000,
+        history_ids=1_000_000,
     ),
     # Each benchmark at a tiny size, so they do not rot (tests/test_benchmarks_smoke.py).
     "smoke": Sizes(
@@ -78,6 +86,8 @@ SIZES = {
         big_ids=20_000,
         scan_ids=(200, 2_000),
         first_repeat=1,
+        diff_records=2_000,
+        history_ids=2_000,
     ),
 }
 
@@ -120,6 +130,13 @@ def run_suite(
                 repeat=sizes.first_repeat,
                 folder=folder,
                 big_input=big_input,
+                log=log,
+            )
+        if "audit" in only:
+            figures += bench_audit.run(
+                diff_records=sizes.diff_records,
+                history_ids=sizes.history_ids,
+                folder=folder,
                 log=log,
             )
     return figures

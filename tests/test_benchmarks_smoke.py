@@ -123,3 +123,18 @@ def test_first_record_benchmark(tmp_path: Path) -> None:
     assert figure["name"] == "first record: 20,000 IDs in the input"
     assert len(figure["data"]["seconds"]) == len(figure["data"]["small_seconds"]) == 1
     assert all(s > 0 for s in figure["data"]["seconds"])
+
+
+def test_audit_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("audit", tmp_path)
+    figures = by_name(document)
+    diff = figures["diff: peak RSS and time, 2,000 + 2,000 records"]["data"]
+    # The generator's count of changes was checked against what the diff listed.
+    assert diff["changes"] > 100
+    assert diff["peak_mib"] > 0
+    assert diff["input_bytes"] > 2 * 2_000 * 100
+    history = figures["history: recording a night of 2,000 IDs"]["data"]
+    assert history["transitions"] > 0  # the second night changed 5% of the devices
+    assert history["first_seconds"] > 0
+    assert history["second_seconds"] > 0
+    assert history["db_bytes"] > 0

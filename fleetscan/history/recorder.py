@@ -50,8 +50,9 @@ BATCH_SIZE = 10_000
 # Batches waiting for the writer thread before `record` blocks.
 QUEUE_BATCHES = 32
 
-# One answer as the recorder keeps it: (client_id, status, checked_at).
-Answer = tuple[str, str, str]
+# One answer as the recorder keeps it: (client_id, status, checked_at). The time is
+# formatted on the writer thread (a datetime from a scan, text from a file).
+Answer = tuple[str, str, datetime | str]
 
 _DEFINITE = frozenset({"online", "offline"})
 
@@ -87,7 +88,8 @@ WHERE excluded.last_checked_at > last_checked_at
 
 
 def _row(answer: Answer, scan_id: int) -> tuple[Any, ...]:
-    client_id, status, at = answer
+    client_id, status, when = answer
+    at = when if isinstance(when, str) else rfc3339(when)
     definite = status in _DEFINITE
     return (
         client_id,
@@ -205,7 +207,7 @@ class HistoryRecorder:
 
     def record(self, record: Record) -> None:
         """Queue one record (cheap: called on the event loop for every record)."""
-        self._pending.append((record.client_id, record.status.value, rfc3339(record.checked_at)))
+        self._pending.append((record.client_id, record.status.value, record.checked_at))
         if len(self._pending) >= self._batch_size:
             self._hand_over()
 
