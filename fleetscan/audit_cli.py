@@ -35,24 +35,19 @@ log = logging.getLogger("fleetscan")
 
 _EXIT_OK = 0
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|min|s)", re.IGNORECASE)
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1}
+_PART = r"(\d+(?:\.\d+)?)(w|d|h|min|m|s)"
+_DURATION = re.compile(rf"(?:{_PART})+")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "min": 60, "m": 60, "s": 1}
 
 
 def parse_duration(text: str) -> timedelta:
     """``3d``, ``12h``, ``1d12h``, ``90m``, ``45s``, ``2w``; a bare number is days."""
-    value = text.strip().lower()
+    value = text.strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
         return timedelta(days=float(value))
-    pos = 0
-    seconds = 0.0
-    for match in _DURATION.finditer(value):
-        if match.start() != pos and value[pos : match.start()].strip():
-            break
-        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos == 0 or value[pos:].strip():
+    if not _DURATION.fullmatch(value):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3d, 12h, 1d12h, 90m)")
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in re.findall(_PART, value))
     return timedelta(seconds=seconds)
 
 

@@ -281,8 +281,8 @@ def _newly_offline(data: ReportData) -> str:
     if shown < data.newly_offline_total:
         out.append(f'<p class="muted">The first {shown} of them, by client ID.</p>')
     out.append(
-        '<div class="scroll"><table id="newly-offline"><thead><tr><th>client ID</th><th>last seen online</th>'
-        "<th>first seen offline</th></tr></thead><tbody>"
+        '<div class="scroll"><table id="newly-offline"><thead><tr><th>client ID</th>'
+        "<th>last seen online</th><th>first seen offline</th></tr></thead><tbody>"
     )
     for d in data.newly_offline:
         out.append(
@@ -306,8 +306,9 @@ def _longest_offline(data: ReportData) -> str:
         "answer does not end a spell). Each went offline between its last answer online "
         "and its first offline; the duration is the least it can be, as of the last "
         "scan.</p>"
-        '<div class="scroll"><table id="longest-offline"><thead><tr><th>client ID</th><th>offline for at least</th>'
-        "<th>scans</th><th>last seen online</th><th>first seen offline</th></tr></thead><tbody>"
+        '<div class="scroll"><table id="longest-offline"><thead><tr><th>client ID</th>'
+        "<th>offline for at least</th><th>scans</th><th>last seen online</th>"
+        "<th>first seen offline</th></tr></thead><tbody>"
     )
     for d in data.longest_offline:
         out.append(
