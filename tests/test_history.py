@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -204,6 +206,38 @@ def test_the_recorder_writes_off_the_callers_thread(tmp_path: Path) -> None:
     recorder.close()
     assert row.ids_online == 5
     assert len(devices(db)) == 5
+
+
+def test_records_reach_the_database_within_a_second_of_scan_time_not_only_at_the_end(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "fleet.db"
+    clock = FakeClock(0.0)
+    recorder = HistoryRecorder(db, batch_size=1000, hand_over_seconds=1.0, clock=clock)
+    recorder.begin(instance_id="i", mode="single", output=None)
+
+    def answer(n: int) -> None:
+        recorder.record(
+            Record(
+                client_id=f"GID_a@@@{n}",
+                instance_id="i",
+                status=Status.ONLINE,
+                checked_at=datetime.now(UTC),
+            )
+        )
+
+    answer(0)
+    answer(1)
+    clock.advance(1.0)
+    answer(2)  # a second after the last hand-over: these three go to the writer
+    answer(3)  # this one waits for the next
+    deadline = time.monotonic() + 30
+    while len(devices(db)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(devices(db)) == ["GID_a@@@0", "GID_a@@@1", "GID_a@@@2"]
+    recorder.end(summary_for(T0))
+    recorder.close()
+    assert len(devices(db)) == 4
 
 
 # --- the schema ----------------------------------------------------------------------------
@@ -484,6 +518,53 @@ def test_a_resume_records_what_the_killed_run_wrote_but_never_committed(
         assert rows[cid]["state_scans"] == 1
     ((_, _, online, offline, errors, _, outcome),) = scan_rows(db)
     assert (online + offline, errors, outcome) == (len(fleet), 0, "completed")
+
+
+@pytest.fixture
+def slow() -> Iterator[ThreadedEmulator]:
+    # A few ms per answer, so a kill lands with calls in flight and batches unsent.
+    config = EmulatorConfig(limits=ROOMY, faults=Faults(latency_ms=2, jitter_ms=4))
+    with run_emulator_in_thread(config) as emulator:
+        yield emulator
+
+
+def test_kill_9_then_resume_records_every_answer_once(
+    tmp_path: Path, slow: ThreadedEmulator, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    fleet = [f"GID_kill@@@dev-{i}" for i in range(1500)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{c}\n" for c in fleet))
+    out, db = tmp_path / "tonight.ndjson", tmp_path / "fleet.db"
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    args = scan_args(slow, ids_file, out, "--history", str(db))
+    for kill_at in (200, 700):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetscan", *args, *(["--resume"] if kill_at > 200 else [])],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and out.read_bytes().count(b"\n") >= kill_at:
+                break
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+    assert main([*args, "--resume"]) == 0
+    capsysbinary.readouterr()
+    final = {r["client_id"]: r for r in read_records(out)}
+    assert set(final) == set(fleet)
+    rows = devices(db)
+    assert set(rows) == set(fleet)
+    for cid in fleet:
+        assert rows[cid]["last_status"] == final[cid]["status"], cid
+        assert rows[cid]["last_checked_at"] == final[cid]["checked_at"], cid
+        assert rows[cid]["state_scans"] == 1, cid
+    ((scan_id, runs, online, offline, errors, _, outcome),) = scan_rows(db)
+    assert (scan_id, runs, outcome) == (1, 3, "completed")
+    assert (online + offline, errors) == (len(fleet), 0)
 
 
 def test_a_resume_with_history_records_a_first_run_without_it(

@@ -9,11 +9,12 @@
     recorder.close()
 
 `record` only appends to a list on the caller's thread; every `BATCH_SIZE` records
-the list goes, through a bounded queue, to a thread of its own that applies it with
-one ``executemany`` in one transaction. The SQL does the state machine itself (an
-upsert whose ``SET`` reads the old row; a trigger writes the transitions), so a batch
-costs no Python per row beyond building its tuple. The queue holds `QUEUE_BATCHES`
-batches; only if the disk cannot keep up with that many does ``record`` wait.
+(or `HAND_OVER_SECONDS`) the list goes, through a bounded queue, to a thread of its
+own that applies it with one ``executemany`` in one transaction. The SQL does the
+state machine itself (an upsert whose ``SET`` reads the old row; a trigger writes the
+transitions), so a batch costs no Python per row beyond building its tuple. The
+queue holds `QUEUE_BATCHES` batches; only if the disk cannot keep up with that many
+does ``record`` wait.
 
 A resumed scan (``scan --resume -o FILE``) is the same scan: `begin` with
 ``resume=True`` continues the newest scan row written to the same output file (by
@@ -31,7 +32,8 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,10 +45,20 @@ from fleetscan.ids import group_of
 from fleetscan.records import Record, rfc3339
 from fleetscan.summary import ScanSummary
 
-__all__ = ["BATCH_SIZE", "QUEUE_BATCHES", "HistoryRecorder", "ScanRow", "apply_answers"]
+__all__ = [
+    "BATCH_SIZE",
+    "HAND_OVER_SECONDS",
+    "QUEUE_BATCHES",
+    "HistoryRecorder",
+    "ScanRow",
+    "apply_answers",
+]
 
-# Records per executemany and transaction.
+# Records per executemany and transaction ...
 BATCH_SIZE = 10_000
+# ... or what arrived in this many seconds, whichever is first: at a scan's pace the
+# history trails the output file by about a second.
+HAND_OVER_SECONDS = 1.0
 # Batches waiting for the writer thread before `record` blocks.
 QUEUE_BATCHES = 32
 
@@ -171,11 +183,17 @@ class HistoryRecorder:
         *,
         batch_size: int = BATCH_SIZE,
         queue_batches: int = QUEUE_BATCHES,
+        hand_over_seconds: float = HAND_OVER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = os.fspath(path)
         # Open and migrate here, so a bad file is an error before the scan begins.
         open_database(self.path).close()
         self._batch_size = batch_size
+        self._hand_over_seconds = hand_over_seconds
+        self._clock = clock
+        # When the pending list was last handed over (clock seconds).
+        self._handed_at = clock()
         # Answers not yet handed to the writer thread.
         self._pending: list[Answer] = []
         # Commands for the writer thread: ("begin"|"answers"|"end", payload), None to stop.
@@ -208,7 +226,10 @@ class HistoryRecorder:
     def record(self, record: Record) -> None:
         """Queue one record (cheap: called on the event loop for every record)."""
         self._pending.append((record.client_id, record.status.value, record.checked_at))
-        if len(self._pending) >= self._batch_size:
+        if (
+            len(self._pending) >= self._batch_size
+            or self._clock() - self._handed_at >= self._hand_over_seconds
+        ):
             self._hand_over()
 
     def import_file(self, path: str | os.PathLike[str]) -> int:
@@ -252,6 +273,7 @@ class HistoryRecorder:
             raise HistoryError(f"{self.path}: recording the scan failed: {self._failure}")
 
     def _hand_over(self) -> None:
+        self._handed_at = self._clock()
         if self._pending:
             batch, self._pending = self._pending, []
             self._put(("answers", batch))
