@@ -208,7 +208,15 @@ def test_the_recorder_writes_off_the_callers_thread(tmp_path: Path) -> None:
     assert len(devices(db)) == 5
 
 
-def test_records_reach_the_database_within_a_second_of_scan_time_not_only_at_the_end(
+def pending(db: Path) -> list[str]:
+    conn = open_database(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT client_id FROM pending ORDER BY 1")]
+    finally:
+        conn.close()
+
+
+def test_answers_are_on_disk_within_a_second_and_in_the_devices_at_the_end(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "fleet.db"
@@ -232,12 +240,34 @@ def test_records_reach_the_database_within_a_second_of_scan_time_not_only_at_the
     answer(2)  # a second after the last hand-over: these three go to the writer
     answer(3)  # this one waits for the next
     deadline = time.monotonic() + 30
-    while len(devices(db)) < 3 and time.monotonic() < deadline:
+    while len(pending(db)) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert sorted(devices(db)) == ["GID_a@@@0", "GID_a@@@1", "GID_a@@@2"]
+    assert pending(db) == ["GID_a@@@0", "GID_a@@@1", "GID_a@@@2"]
+    assert devices(db) == {}  # merged when the scan ends
     recorder.end(summary_for(T0))
     recorder.close()
     assert len(devices(db)) == 4
+    assert pending(db) == []
+
+
+def test_a_scan_that_died_is_merged_before_the_next_one(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    recorder = HistoryRecorder(db, batch_size=1)
+    recorder.begin(instance_id="i", mode="single", output=None, started_at=T0)
+    recorder.record(
+        Record(
+            client_id="GID_a@@@1",
+            instance_id="i",
+            status=Status.ONLINE,
+            checked_at=T0 + timedelta(seconds=1),
+        )
+    )
+    recorder.close()  # no end(): the process died
+    record_scan(db, 1, {"GID_a@@@1": "offline"})
+    row = devices(db)["GID_a@@@1"]
+    assert (row["since_low"], row["since_high"]) == (at(0), at(1))
+    assert [r[:5] for r in scan_rows(db)] == [(1, 1, 1, 0, 0), (2, 1, 0, 1, 0)]
+    assert pending(db) == []
 
 
 # --- the schema ----------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The history database's schema, its version (``PRAGMA user_version``) and migrations.
 
 Version 1 was the first shape: devices, scans and transitions. Version 2 keeps what a
-scan cost (calls, transactions, duration, outcome) on its row and its counts per group
-in ``scan_groups``. `open_database` brings any older file up to `SCHEMA_VERSION`, one
-step at a time, each step in a transaction of its own; a file newer than this
-fleetscan is refused rather than guessed at.
+scan cost (calls, transactions, duration, outcome) on its row, its counts per group
+in ``scan_groups``, and stages a scan's answers in ``pending`` until its end.
+`open_database` brings any older file up to `SCHEMA_VERSION`, one step at a time,
+each step in a transaction of its own; a file newer than this fleetscan is refused
+rather than guessed at.
 
 The tables (times are RFC 3339 UTC strings with milliseconds, as in the records, so
 they sort as text):
@@ -21,6 +22,9 @@ they sort as text):
 - ``transitions``: each change of ``state``, written by a trigger, with the bounds
   of when it happened.
 - ``scan_groups`` (v2): counts by status per group per scan.
+- ``pending`` (v2): the answers of scans not yet merged into ``devices``, appended as
+  they arrive (see ``recorder.py``: appending is cheap in any order, updating ten
+  million devices in the scan's order is not).
 """
 
 from __future__ import annotations
@@ -107,6 +111,13 @@ CREATE TABLE scan_groups (
     invalid INTEGER NOT NULL,
     PRIMARY KEY (scan_id, grp)
 ) WITHOUT ROWID;
+CREATE TABLE pending (
+    scan_id INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    status TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
 -- Version 1 kept no cost and no groups: its scans count as finished, their groups
 -- are rebuilt from the devices each scan answered last (earlier scans' are lost).
 UPDATE scans SET outcome = 'completed' WHERE ended_at IS NOT NULL;
