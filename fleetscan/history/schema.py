@@ -140,6 +140,8 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     # In WAL mode NORMAL loses at most the last commits on a power cut, never the file.
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+    # The merge's index build is one large transaction: give its WAL space back after.
+    conn.execute("PRAGMA journal_size_limit = 67108864")
     conn.execute("PRAGMA foreign_keys = OFF")
     return conn
 
