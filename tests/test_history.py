@@ -270,6 +270,36 @@ def test_a_scan_that_died_is_merged_before_the_next_one(tmp_path: Path) -> None:
     assert pending(db) == []
 
 
+def test_two_dead_scans_one_resumed_lose_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    outputs = {"a": str(tmp_path / "a.ndjson"), "b": str(tmp_path / "b.ndjson")}
+    for day, (name, status) in enumerate((("a", Status.ONLINE), ("b", Status.OFFLINE))):
+        recorder = HistoryRecorder(db, batch_size=1)
+        recorder.begin(instance_id="i", mode="single", output=outputs[name])
+        for n in range(3):
+            recorder.record(
+                Record(
+                    client_id=f"GID_{name}xxxxx@@@{n}",
+                    instance_id="i",
+                    status=status,
+                    checked_at=T0 + timedelta(days=day, seconds=n),
+                )
+            )
+        recorder.close()  # both died before their end
+    # Resuming a: b is merged first (with a's answers still pending), then a at its end.
+    recorder = HistoryRecorder(db)
+    recorder.begin(instance_id="i", mode="single", output=outputs["a"], resume=True)
+    recorder.end(summary_for(T0))
+    recorder.close()
+    rows = devices(db)
+    assert {c: (r["state"], r["last_scan_id"]) for c, r in rows.items()} == {
+        **{f"GID_axxxxx@@@{n}": ("online", 1) for n in range(3)},
+        **{f"GID_bxxxxx@@@{n}": ("offline", 2) for n in range(3)},
+    }
+    assert [r[:4] for r in scan_rows(db)] == [(1, 2, 3, 0), (2, 1, 0, 3)]
+    assert pending(db) == []
+
+
 # --- the schema ----------------------------------------------------------------------------
 
 

@@ -181,9 +181,18 @@ def merge_pending(conn: sqlite3.Connection, scan_id: int, *, chunk: int = MERGE_
         conn.execute("COMMIT")
         after = (staged[-1][0], staged[-1][3])
         applied += len(staged)
-    conn.execute("DELETE FROM pending WHERE scan_id = ?", (scan_id,))
-    if conn.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
+    others = conn.execute(
+        "SELECT 1 FROM pending INDEXED BY pending_order WHERE scan_id < ? OR scan_id > ? LIMIT 1",
+        (scan_id, scan_id),
+    ).fetchone()
+    if others is None:
+        # The usual case: only this scan was pending. Dropping the index and deleting
+        # without a WHERE frees whole pages at once; a row-by-row delete of ten
+        # million answers wrote them all to the WAL again.
         conn.execute("DROP INDEX pending_order")
+        conn.execute("DELETE FROM pending")
+    else:
+        conn.execute("DELETE FROM pending WHERE scan_id = ?", (scan_id,))
     return applied
 
 
