@@ -27,6 +27,7 @@ from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.version import __version__
 
 if TYPE_CHECKING:
+    from fleetscan.audit_cli import ScanAudit
     from fleetscan.credentials import Credentials
     from fleetscan.destination import OutputFile
     from fleetscan.engine import ScanJob, ScanSettings, Target
@@ -141,6 +142,7 @@ def _load_scan_modules() -> None:
     import fleetscan.destination
     import fleetscan.engine.job
     import fleetscan.engine.library
+    import fleetscan.history
     import fleetscan.inputs
     import fleetscan.output
     import fleetscan.progress
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleetscan {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from fleetscan.audit_cli import add_commands, add_scan_options
 
     scan = commands.add_parser(
         "scan",
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with -o: skip IDs that already have a final record, and append",
     )
+    add_scan_options(output)
     shown = output.add_mutually_exclusive_group()
     shown.add_argument(
         "--quiet", action="store_true", help="no progress and no summary text on stderr"
@@ -252,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator_command.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_command.run)
+    add_commands(commands)
     return parser
 
 
@@ -409,6 +414,9 @@ def _run_scan(args: argparse.Namespace) -> int:
         return run.execute()
     except KeyboardInterrupt:  # a signal before or after the scan took them over
         return run.finish(interrupted=True)
+    finally:
+        if run.audit is not None:
+            run.audit.close()
 
 
 class _ScanRun:
@@ -421,8 +429,10 @@ class _ScanRun:
         self.job: ScanJob | None = None
         self.writer: RecordWriter | None = None
         self.output: OutputFile | None = None
+        self.audit: ScanAudit | None = None
 
     def execute(self) -> int:
+        from fleetscan.audit_cli import ScanAudit
         from fleetscan.client import check_endpoint, endpoint_for_region, make_ssl_context
         from fleetscan.destination import check_destinations
         from fleetscan.engine import ScanJob
@@ -459,6 +469,9 @@ class _ScanRun:
         rows = read_client_ids(
             args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding
         )
+        # Last of the checks: a history that is refused (a newer schema, not SQLite) is
+        # a usage error before any call; --metrics-file's directory must exist.
+        self.audit = ScanAudit.open(args)
         self.job = ScanJob(settings, target=_target(args))
         asyncio.run(self._main(row.client_id for row in rows))
         return self.finish()
@@ -487,6 +500,9 @@ class _ScanRun:
             if args.resume
             else None
         )
+        audit = self.audit
+        assert audit is not None
+        audit.begin(job.settings, output=args.output, resume=state)
         output = self.output = OutputFile(args.output, resume=args.resume)
         keep_empty = False
         try:
@@ -507,7 +523,10 @@ class _ScanRun:
             )
             with _stop_on_signals(asyncio.get_running_loop(), job.stop):
                 result = await job.run(
-                    client_ids, sinks=[writer], resume=state, progress=progress if show else None
+                    client_ids,
+                    sinks=[writer, *audit.sinks()],
+                    resume=state,
+                    progress=progress if show else None,
                 )
             keep_empty = result.outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ERRORS)
         finally:
@@ -555,6 +574,8 @@ class _ScanRun:
             with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
                 sys.stderr.write(summary.to_text())
                 sys.stderr.flush()
+        if self.audit is not None:
+            self.audit.finish(summary)
         if reason is not None:
             log.error("stopped: %s", reason)
         if result.input_error is not None:
