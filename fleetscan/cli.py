@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
-from fleetscan.limits import DEFAULT_QPS, MAX_CONCURRENCY, MODES
+from fleetscan.limits import MAX_CONCURRENCY, MODES
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.version import __version__
 
@@ -282,8 +282,16 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--qps",
         type=_positive_float,
-        help="calls per second; default 300 (single) / 100 (batch); "
-        "at most 500 (single) / 100 (batch)",
+        help="the API's calls per second; default 482 (single) / 96 (batch), just under "
+        "the account's 500 / 100; within --address-budget",
+    )
+    # Issue 10: the budget of one source address, all APIs together.
+    group.add_argument(
+        "--address-budget",
+        type=_positive_float,
+        metavar="N",
+        help="calls/s from one source address, all APIs together; default 270, "
+        "at most 300 (past it Alibaba blocks the address)",
     )
     group.add_argument(
         "--instance-tps",
@@ -353,15 +361,19 @@ class _StderrHandler(logging.Handler):
 
 
 def _run_estimate(args: argparse.Namespace) -> int:
-    from fleetscan.engine import checked_rate, rate_warnings, tally
+    from fleetscan.engine import checked_rate, default_rate, rate_warnings, tally
     from fleetscan.estimate import forecast, render_forecasts
     from fleetscan.inputs import read_client_ids
+    from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET, check_address_budget
 
-    # --qps applies to --mode; the other mode is shown at its default rate.
-    rates = {mode: float(DEFAULT_QPS[mode]) for mode in MODES}
+    # --qps applies to --mode; the other mode is shown at its default rate; both
+    # within the address budget.
+    budget = check_address_budget(args.address_budget or DEFAULT_ADDRESS_BUDGET)
+    rates = {mode: default_rate(mode) for mode in MODES}
     rates[args.mode] = checked_rate(args.mode, args.qps)
-    for warning in rate_warnings(args.mode, rates[args.mode]):
+    for warning in rate_warnings(args.mode, rates[args.mode], budget):
         log.warning("%s", warning)
+    rates = {mode: min(rate, budget) for mode, rate in rates.items()}
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
@@ -578,6 +590,10 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID") or ""
         if not instance_id:
             raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
+    # Only what was given: the settings hold the defaults.
+    given: dict[str, Any] = {}
+    if args.address_budget is not None:
+        given["address_budget"] = args.address_budget
     return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,
@@ -585,6 +601,7 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         outage_timeout=args.outage_timeout,
+        **given,
     )
 
 

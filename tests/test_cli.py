@@ -189,6 +189,7 @@ def test_every_scan_option_parses() -> None:
             "--profile=work",
             "--mode=batch",
             "--qps=12.5",
+            "--address-budget=250",
             "--concurrency=7",
             "--max-attempts=3",
             "--timeout=2.5",
@@ -216,6 +217,7 @@ def test_every_scan_option_parses() -> None:
         "profile": "work",
         "mode": "batch",
         "qps": 12.5,
+        "address_budget": 250.0,
         "concurrency": 7,
         "max_attempts": 3,
         "timeout": 2.5,
@@ -285,17 +287,30 @@ def test_qps_above_the_account_limit_is_refused_before_any_call(
     assert emu.stats().requests == 0
 
 
-def test_qps_above_300_warns_about_the_ip_block_and_scans(
+def test_qps_above_the_address_budget_warns_and_scans_at_the_budget(
     capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
 ) -> None:
     inputs = id_file(tmp_path, ids(20))
-    at_limit = cli(capsysbinary, *target(emu, inputs, "--qps", "300"))
-    assert at_limit.code == 0
-    assert "blocks a source IP" not in at_limit.err
+    at_budget = cli(capsysbinary, *target(emu, inputs, "--qps", "270"))
+    assert at_budget.code == 0
+    assert "--address-budget" not in at_budget.err
     over = cli(capsysbinary, *target(emu, inputs, "--qps", "400"))
     assert over.code == 0
-    assert "blocks a source IP that sends more than 300 calls/s" in over.err
+    assert "one source address carries at most 270 calls/s (--address-budget" in over.err
     assert len(over.records) == 20
+    raised = cli(capsysbinary, *target(emu, inputs, "--qps", "400", "--address-budget", "290"))
+    assert raised.code == 0
+    assert "at most 290 calls/s" in raised.err
+
+
+def test_an_address_budget_above_the_block_is_refused_before_any_call(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    run = cli(capsysbinary, *target(emu, id_file(tmp_path, ids(5)), "--address-budget", "301"))
+    assert run.code == 2
+    assert run.out == b""
+    assert "--address-budget must be above 0 and at most 300 calls/s" in run.err
+    assert emu.stats().requests == 0
 
 
 def test_resume_needs_an_output_file(
@@ -394,9 +409,9 @@ def test_the_summary_json_has_every_documented_key_and_the_emulators_counts(
     assert (summary["ids_error"], summary["ids_not_scanned"], summary["ids_resumed"]) == (0, 0, 0)
     assert summary["outcome"] == "completed"
     assert summary["abort_reason"] is None
-    assert (summary["mode"], summary["api"], summary["qps"]) == ("single", ACTION_SINGLE, 300)
+    assert (summary["mode"], summary["api"], summary["qps"]) == ("single", ACTION_SINGLE, 270)
     assert summary["instance_id"] == DEFAULT_INSTANCE_ID
-    assert 0 < summary["peak_tps"] <= 300
+    assert 0 < summary["peak_tps"] <= 270
     assert summary["instance_tps_share"] == pytest.approx(summary["peak_tps"] / 1000, abs=1e-4)
     assert summary["estimated_cost"] == pytest.approx(stats.successes * 2.5 / 1e6)
     assert summary["started_at"] <= summary["ended_at"]
@@ -663,8 +678,9 @@ def test_estimate_prints_both_modes_without_any_call(
     assert "IDs read 103, unique 98, duplicates 5, invalid 3, to query 95" in text
     assert re.search(r"mode\s+single\s+batch", text)
     assert re.search(r"API calls\s+95\s+10\b", text)
-    assert re.search(r"rate \(calls/s = added TPS\)\s+300\s+100", text)
-    assert re.search(r"share of instance TPS spec\s+30\.0%\s+10\.0%", text)
+    # Single: the address budget (270) under its pace (482); batch: its pace, 96.
+    assert re.search(r"rate \(calls/s = added TPS\)\s+270\s+96", text)
+    assert re.search(r"share of instance TPS spec\s+27\.0%\s+9\.6%", text)
     assert "cost" in text
     over = cli(capsysbinary, "estimate", inputs, "--mode", "batch", "--qps", "101")
     assert over.code == 2

@@ -29,12 +29,12 @@ from fleetscan.engine.control import Control
 from fleetscan.engine.feed import Feed, ThreadFeed
 from fleetscan.engine.lanes import LANES, Lane, Session
 from fleetscan.engine.outcome import Outcome, outcome_of
+from fleetscan.engine.pacers import default_pacer
 from fleetscan.engine.recorder import Recorder
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import ApiError
-from fleetscan.limiter import RateLimiter
 from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
 from fleetscan.records import Record
@@ -53,7 +53,8 @@ class Scanner:
         print(scanner.counters.online, scanner.counters.calls_succeeded)
 
     ``emit`` is called once per unique ID, on the event loop, as results arrive. The
-    pacer defaults to a `RateLimiter` at the settings' rate, built in the running loop;
+    pacer defaults to the settings' address budget composed with the API's account
+    pacer (`fleetscan.engine.pacers`), built in the running loop;
     the retry budget and the outage breaker (`fleetscan.outage`) to the scan's own.
     """
 
@@ -136,7 +137,7 @@ class Scanner:
         control = self.control
         counters = self.counters
         if self.pacer is None:
-            self.pacer = RateLimiter(settings.rate)
+            self.pacer = default_pacer(settings)
         recorder = Recorder(
             instance_id=settings.instance_id, counters=counters, emit=emit, clock=self.clock
         )

@@ -1,9 +1,10 @@
 """How to scan, checked when built: the library refuses what the command refuses.
 
 The rules live here and nowhere else: the rate must be positive and at most the
-account's limit for the mode's API (500 single, 100 batch); above the rate past which
-Alibaba blocks a source IP (300) the settings carry a warning; the instance ID must
-look like one. The messages name the command's options (``--qps``, ``--instance-id``):
+account's limit for the mode's API (500 single, 100 batch); the address budget (all
+APIs from one source address together) at most 300, past which Alibaba blocks the
+address; a rate the budget holds lower carries a warning; the instance ID must look
+like one. The messages name the command's options (``--qps``, ``--instance-id``):
 the command shows them as they are, and they name the library's arguments too.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from fleetscan.errors import UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import (
-    DEFAULT_QPS,
     IP_SAFE_QPS,
     MAX_CONCURRENCY,
     MAX_QPS,
@@ -24,6 +24,7 @@ from fleetscan.limits import (
     api_for,
 )
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
+from fleetscan.pacing import ACCOUNT_PACE, DEFAULT_ADDRESS_BUDGET, check_address_budget, pace_under
 from fleetscan.retry import RetryPolicy
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ScanSettings",
     "checked_rate",
     "default_concurrency",
+    "default_rate",
     "rate_warnings",
 ]
 
@@ -46,15 +48,23 @@ def default_concurrency(qps: float) -> int:
     return max(16, int(qps / 2) + 1)
 
 
+def default_rate(mode: Mode, account_qps: float | None = None) -> float:
+    """The API's pace when ``--qps`` is not given: just under its account limit
+    (`fleetscan.pacing.ACCOUNT_PACE`; for another limit, the same margin under it)."""
+    if account_qps is None:
+        return float(ACCOUNT_PACE[mode])
+    return float(pace_under(max(1, math.floor(account_qps))))
+
+
 def checked_rate(mode: Mode, qps: float | None, *, account_qps: float | None = None) -> float:
-    """The rate to use: the mode's default, refused above the account's limit.
+    """The API's rate: the mode's pace by default, refused above the account's limit.
 
     ``account_qps`` is that limit, the API's documented one unless told otherwise (an
     account with a raised quota, or an emulator configured with one).
     """
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
-    rate = float(qps) if qps is not None else float(DEFAULT_QPS[mode])
+    rate = float(qps) if qps is not None else default_rate(mode, account_qps)
     if not rate > 0 or math.isinf(rate):
         raise UsageError(f"--qps {rate:g}: the rate must be a positive number of calls/s")
     limit = MAX_QPS[mode] if account_qps is None else account_qps
@@ -65,13 +75,16 @@ def checked_rate(mode: Mode, qps: float | None, *, account_qps: float | None = N
     return rate
 
 
-def rate_warnings(mode: Mode, rate: float) -> tuple[str, ...]:
-    """What to tell the user about ``rate`` before the scan starts."""
-    if mode == "single" and rate > IP_SAFE_QPS:
+def rate_warnings(
+    mode: Mode, rate: float, address_budget: float = DEFAULT_ADDRESS_BUDGET
+) -> tuple[str, ...]:
+    """What to tell the user about the API's ``rate`` before the scan starts."""
+    if rate > address_budget:
         return (
-            f"--qps {rate:g}: Alibaba blocks a source IP that sends more than "
-            f"{IP_SAFE_QPS} calls/s of one API; above that, run from two or more egress "
-            f"IPs, each under {IP_SAFE_QPS}/s",
+            f"--qps {rate:g}: one source address carries at most {address_budget:g} "
+            f"calls/s (--address-budget; Alibaba blocks an address that sends more than "
+            f"{IP_SAFE_QPS} calls/s, all APIs together), so the scan goes at "
+            f"{address_budget:g}/s; for more, send from several addresses",
         )
     return ()
 
@@ -80,9 +93,11 @@ def rate_warnings(mode: Mode, rate: float) -> tuple[str, ...]:
 class ScanSettings:
     """How to scan; refused (`UsageError`) when the command would refuse it.
 
-    ``qps`` and ``concurrency`` default from the mode. ``account_qps`` is the
-    account's limit for the mode's API (default: the documented one); the rate may
-    not exceed it.
+    ``qps`` (the API's rate) and ``concurrency`` default from the mode.
+    ``account_qps`` is the account's limit for the mode's API (default: the documented
+    one); ``qps`` may not exceed it. ``address_budget`` caps every call from one source
+    address, all APIs together (default 270, at most 300): the scan goes at the lower
+    of the two (`rate`).
     """
 
     instance_id: str
@@ -95,12 +110,15 @@ class ScanSettings:
     account_qps: float | None = None
     # Seconds without any answer from the service before the scan gives up.
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
+    # Calls/s from one source address, all APIs together (issue 10).
+    address_budget: float = DEFAULT_ADDRESS_BUDGET
 
     def __post_init__(self) -> None:
         problem = instance_id_problem(self.instance_id)
         if problem:
             raise UsageError(f"--instance-id {self.instance_id!r}: {problem}")
         checked_rate(self.mode, self.qps, account_qps=self.account_qps)
+        check_address_budget(self.address_budget)
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"--concurrency {self.concurrency}: must be at least 1")
         if self.concurrency is not None and self.concurrency > MAX_CONCURRENCY:
@@ -116,8 +134,14 @@ class ScanSettings:
             raise UsageError(f"the queue needs room for at least one ID ({self.queue_size})")
 
     @property
+    def api_rate(self) -> float:
+        """The API's pace: ``qps``, else just under the account's limit."""
+        return checked_rate(self.mode, self.qps, account_qps=self.account_qps)
+
+    @property
     def rate(self) -> float:
-        return float(self.qps) if self.qps is not None else float(DEFAULT_QPS[self.mode])
+        """What the scan aims at: the API's pace, within the address budget."""
+        return min(self.api_rate, self.address_budget)
 
     @property
     def workers(self) -> int:
@@ -129,5 +153,5 @@ class ScanSettings:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What the user should hear before the scan starts (the per-IP limit)."""
-        return rate_warnings(self.mode, self.rate)
+        """What the user should hear before the scan starts (the address budget)."""
+        return rate_warnings(self.mode, self.api_rate, self.address_budget)
