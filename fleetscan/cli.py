@@ -274,10 +274,12 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rate and cost")
     group.add_argument(
         "--mode",
-        choices=("single", "batch"),
+        choices=("single", "batch", "hybrid"),
         default="single",
         help="single: QuerySessionByClientId (real time); "
-        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached)",
+        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached); "
+        "hybrid: both lanes at once, batch at its pace, single at what the address "
+        "budget leaves",
     )
     group.add_argument(
         "--qps",
@@ -370,9 +372,10 @@ def _run_estimate(args: argparse.Namespace) -> int:
     # within the address budget.
     budget = check_address_budget(args.address_budget or DEFAULT_ADDRESS_BUDGET)
     rates = {mode: default_rate(mode) for mode in MODES}
-    rates[args.mode] = checked_rate(args.mode, args.qps)
-    for warning in rate_warnings(args.mode, rates[args.mode], budget):
-        log.warning("%s", warning)
+    if args.mode in MODES:
+        rates[args.mode] = checked_rate(args.mode, args.qps)
+        for warning in rate_warnings(args.mode, rates[args.mode], budget):
+            log.warning("%s", warning)
     rates = {mode: min(rate, budget) for mode, rate in rates.items()}
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.

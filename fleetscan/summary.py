@@ -16,7 +16,26 @@ from fleetscan.estimate import TPS_SHARE_WARNING
 from fleetscan.records import rfc3339
 from fleetscan.window import SlidingWindow
 
-__all__ = ["ScanCounters", "ScanSummary"]
+__all__ = ["LaneCounters", "ScanCounters", "ScanSummary"]
+
+
+@dataclass(slots=True, kw_only=True)
+class LaneCounters:
+    """One lane's (one API's) attempts: what the emulator or the bill counts per API."""
+
+    calls_sent: int = 0
+    calls_succeeded: int = 0
+    calls_throttled: int = 0
+    # Attempts sent in the busiest sliding second (against the API's account limit).
+    sent_peak: SlidingWindow = field(default_factory=SlidingWindow)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "calls": self.calls_sent,
+            "billable": self.calls_succeeded,
+            "peak_per_second": self.sent_peak.peak,
+            "throttled": self.calls_throttled,
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,6 +59,8 @@ class ScanCounters:
     calls_timed_out: int = 0
     # Successful calls in the busiest sliding second: the scan's peak TPS.
     success_peak: SlidingWindow = field(default_factory=SlidingWindow)
+    # Per API (lane), by the API's name.
+    lanes: dict[str, LaneCounters] = field(default_factory=dict)
 
     @property
     def done(self) -> int:

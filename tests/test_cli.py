@@ -939,3 +939,25 @@ def test_resume_says_what_it_repaired_on_stderr_and_in_the_summary(
     assert any(w.startswith(torn_note) for w in warnings), warnings
     assert any(w.startswith(dropped_note) for w in warnings), warnings
     assert set(by_id(parse_records(output.read_bytes()))) == set(valid)
+
+
+def test_hybrid_mode_writes_one_record_per_id_from_either_lane(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(300)
+    summary_file = tmp_path / "summary.json"
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, valid), "--mode", "hybrid"),
+        "--summary",
+        str(summary_file),
+    )
+    assert run.code == 0, run.err
+    records = by_id(run.records)
+    assert set(records) == set(valid)
+    assert {r["online"] for r in records.values()} <= {True, False}
+    assert {r["api"] for r in records.values()} <= {ACTION_SINGLE, ACTION_BATCH}
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["mode"] == "hybrid"
+    assert summary["qps"] == 270
+    assert summary["calls_succeeded"] == emu.stats().successes

@@ -10,8 +10,7 @@ from fleetscan.client import DEFAULT_TIMEOUT
 from fleetscan.credentials import Credentials, CredentialsProvider
 from fleetscan.engine.job import ScanJob, ScanResult, Target
 from fleetscan.engine.outcome import Outcome
-from fleetscan.engine.settings import ScanSettings
-from fleetscan.limits import Mode
+from fleetscan.engine.settings import ScanMode, ScanSettings
 from fleetscan.records import Record
 from fleetscan.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 
@@ -26,7 +25,7 @@ async def scan(
     endpoint: str | None = None,
     credentials: Credentials | CredentialsProvider | None = None,
     profile: str | None = None,
-    mode: Mode = "single",
+    mode: ScanMode = "single",
     qps: float | None = None,
     concurrency: int | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,

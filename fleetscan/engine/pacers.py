@@ -14,7 +14,7 @@ from fleetscan.engine.settings import ScanSettings
 from fleetscan.limits import Mode
 from fleetscan.pacing import AccountPacer, AddressBudget, CompositePacer
 
-__all__ = ["account_pacer", "default_pacer"]
+__all__ = ["account_pacer", "default_pacer", "lane_pacers"]
 
 
 def account_pacer(settings: ScanSettings, mode: Mode, rate: float | None = None) -> AccountPacer:
@@ -27,5 +27,15 @@ def account_pacer(settings: ScanSettings, mode: Mode, rate: float | None = None)
 def default_pacer(settings: ScanSettings) -> CompositePacer:
     """One address budget composed with the settings' API's account pacer."""
     return CompositePacer(
-        AddressBudget(settings.address_budget), account_pacer(settings, settings.mode)
+        AddressBudget(settings.address_budget), account_pacer(settings, settings.lane_mode)
     )
+
+
+def lane_pacers(settings: ScanSettings) -> dict[Mode, CompositePacer]:
+    """Each lane's pacer: one address budget shared by the lanes, each lane's API at
+    its pace (`ScanSettings.lane_rates`: what the budget leaves the single lane)."""
+    address = AddressBudget(settings.address_budget)
+    return {
+        mode: CompositePacer(address, account_pacer(settings, mode, rate))
+        for mode, rate in settings.lane_rates.items()
+    }

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,12 +29,13 @@ from fleetscan.engine.control import Control
 from fleetscan.engine.feed import Feed, ThreadFeed
 from fleetscan.engine.lanes import LANES, Lane, Session
 from fleetscan.engine.outcome import Outcome, outcome_of
-from fleetscan.engine.pacers import default_pacer
+from fleetscan.engine.pacers import default_pacer, lane_pacers
 from fleetscan.engine.recorder import Recorder
-from fleetscan.engine.settings import ScanSettings
+from fleetscan.engine.settings import HYBRID, ScanSettings
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import ApiError
+from fleetscan.limits import Mode
 from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
 from fleetscan.records import Record
@@ -70,10 +71,15 @@ class Scanner:
         monotonic: Callable[[], float] = time.monotonic,
         budget: RetryBudget | None = None,
         breaker: OutageBreaker | None = None,
+        lane_pacers: Mapping[Mode, Pacer] | None = None,
     ) -> None:
+        if settings.mode == HYBRID and pacer is not None:
+            raise ValueError("a hybrid scan paces each lane: give lane_pacers, not pacer")
         self.client = client
         self.settings = settings
         self.pacer = pacer
+        # Hybrid: each lane's pacer, by its API's mode (default: `lane_pacers`).
+        self.lane_pacers = lane_pacers
         self.seen = seen if seen is not None else SeenSet()
         self.counters = counters if counters is not None else ScanCounters()
         self.clock = clock
@@ -136,13 +142,16 @@ class Scanner:
         settings = self.settings
         control = self.control
         counters = self.counters
-        if self.pacer is None:
+        if settings.mode == HYBRID:
+            if self.lane_pacers is None:
+                self.lane_pacers = lane_pacers(settings)
+        elif self.pacer is None:
             self.pacer = default_pacer(settings)
         recorder = Recorder(
             instance_id=settings.instance_id, counters=counters, emit=emit, clock=self.clock
         )
         admit = Admission(counters, seen=self.seen, on_invalid=recorder.invalid).admit
-        lanes = self._lanes(self.pacer, recorder)
+        lanes = self._lanes(recorder)
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         consumers = sum(lane.consumers for lane in lanes)
 
@@ -187,25 +196,39 @@ class Scanner:
             raise self.input_error
         return self.outcome
 
-    def _lanes(self, pacer: Pacer, recorder: Recorder) -> tuple[Lane[Any], ...]:
-        """The lane of the settings' mode. Lanes share the scan's warm-up gate (one
-        connection pool warms up once), its stop and its counters."""
+    def _lanes(self, recorder: Recorder) -> tuple[Lane[Any], ...]:
+        """The lane of the settings' mode, or hybrid's two (batch first: its batcher
+        and the single workers read one admission queue, so an ID goes to whichever
+        is free). Lanes share the scan's warm-up gate (one connection pool warms up
+        once), its stop and its counters; each counts its own API too."""
         settings = self.settings
         gate = WarmUpGate()
-        stats = CallStats(self.counters, monotonic=self.monotonic)
-        lane = LANES[settings.mode](
-            session=self.client,
-            pacer=pacer,
-            workers=settings.workers,
-            retry=settings.retry,
-            control=self.control,
-            gate=gate,
-            recorder=recorder,
-            stats=stats,
-            budget=self.budget,
-            breaker=self.breaker,
-        )
-        return (lane,)
+        if settings.mode == HYBRID:
+            assert self.lane_pacers is not None
+            pacers = dict(self.lane_pacers)
+        else:
+            assert self.pacer is not None
+            pacers = {settings.lane_mode: self.pacer}
+        lanes: list[Lane[Any]] = []
+        for mode in ("batch", "single"):
+            if mode not in pacers:
+                continue
+            kind = LANES[mode]
+            lanes.append(
+                kind(
+                    session=self.client,
+                    pacer=pacers[mode],
+                    workers=settings.lane_workers(mode),
+                    retry=settings.retry,
+                    control=self.control,
+                    gate=gate,
+                    recorder=recorder,
+                    stats=CallStats(self.counters, monotonic=self.monotonic, api=kind.api),
+                    budget=self.budget,
+                    breaker=self.breaker,
+                )
+            )
+        return tuple(lanes)
 
     async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         """Cancel workers with nothing on the wire at once; give the others the grace

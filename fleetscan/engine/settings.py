@@ -12,30 +12,47 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 from fleetscan.errors import UsageError
 from fleetscan.ids import instance_id_problem
 from fleetscan.limits import (
+    BATCH_API,
     IP_SAFE_QPS,
     MAX_CONCURRENCY,
     MAX_QPS,
     MODES,
+    SINGLE_API,
     Mode,
     api_for,
 )
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
-from fleetscan.pacing import ACCOUNT_PACE, DEFAULT_ADDRESS_BUDGET, check_address_budget, pace_under
+from fleetscan.pacing import (
+    ACCOUNT_PACE,
+    DEFAULT_ADDRESS_BUDGET,
+    check_address_budget,
+    lane_rates,
+    pace_under,
+)
 from fleetscan.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
+    "HYBRID",
     "QUEUE_SIZE",
+    "SCAN_MODES",
+    "ScanMode",
     "ScanSettings",
     "checked_rate",
     "default_concurrency",
     "default_rate",
     "rate_warnings",
 ]
+
+# A scan's mode: one API's lane, or both lanes at once on one admission queue.
+ScanMode = Literal["single", "batch", "hybrid"]
+HYBRID: ScanMode = "hybrid"
+SCAN_MODES: tuple[ScanMode, ...] = (*MODES, HYBRID)
 
 # IDs read ahead of the workers: enough to keep them busy, small enough to stay flat.
 QUEUE_SIZE = 2_000
@@ -101,7 +118,7 @@ class ScanSettings:
     """
 
     instance_id: str
-    mode: Mode = "single"
+    mode: ScanMode = "single"
     qps: float | None = None
     concurrency: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -117,8 +134,11 @@ class ScanSettings:
         problem = instance_id_problem(self.instance_id)
         if problem:
             raise UsageError(f"--instance-id {self.instance_id!r}: {problem}")
-        checked_rate(self.mode, self.qps, account_qps=self.account_qps)
         check_address_budget(self.address_budget)
+        if self.mode == HYBRID:
+            self._check_hybrid()
+        else:
+            checked_rate(self.lane_mode, self.qps, account_qps=self.account_qps)
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"--concurrency {self.concurrency}: must be at least 1")
         if self.concurrency is not None and self.concurrency > MAX_CONCURRENCY:
@@ -133,25 +153,68 @@ class ScanSettings:
         if self.queue_size < 1:
             raise UsageError(f"the queue needs room for at least one ID ({self.queue_size})")
 
+    def _check_hybrid(self) -> None:
+        if self.qps is not None:
+            raise UsageError(
+                f"--qps {self.qps:g} sets one API's rate; --mode hybrid paces its two "
+                "lanes from the address budget (batch at its pace, single at what is left)"
+            )
+        rates = lane_rates(self.addresses, self.address_budget)
+        if rates["single"] < 1:
+            raise UsageError(
+                f"--mode hybrid: an address budget of {self.address_budget:g} calls/s leaves "
+                f"nothing for the single lane beside batch's {rates['batch']:g}/s"
+            )
+
+    @property
+    def addresses(self) -> int:
+        """Source addresses the scan sends from, each with its own budget."""
+        return 1
+
+    @property
+    def lane_mode(self) -> Mode:
+        """The one lane's API of a single or batch scan (batch for hybrid's lead lane)."""
+        return "batch" if self.mode == HYBRID else cast(Mode, self.mode)
+
+    @property
+    def lane_rates(self) -> dict[Mode, float]:
+        """Each lane's account pace: hybrid's from `fleetscan.pacing.lane_rates`."""
+        if self.mode == HYBRID:
+            return lane_rates(self.addresses, self.address_budget)
+        return {self.lane_mode: self.api_rate}
+
     @property
     def api_rate(self) -> float:
-        """The API's pace: ``qps``, else just under the account's limit."""
-        return checked_rate(self.mode, self.qps, account_qps=self.account_qps)
+        """The API's pace: ``qps``, else just under the account's limit (hybrid: the
+        lanes' paces together)."""
+        if self.mode == HYBRID:
+            return sum(self.lane_rates.values())
+        return checked_rate(self.lane_mode, self.qps, account_qps=self.account_qps)
 
     @property
     def rate(self) -> float:
-        """What the scan aims at: the API's pace, within the address budget."""
-        return min(self.api_rate, self.address_budget)
+        """What the scan aims at: the API's pace, within the address budgets."""
+        return min(self.api_rate, self.address_budget * self.addresses)
 
     @property
     def workers(self) -> int:
         return self.concurrency or default_concurrency(self.rate)
 
+    def lane_workers(self, mode: Mode) -> int:
+        """Workers of ``mode``'s lane (``concurrency`` is per lane)."""
+        if self.mode != HYBRID:
+            return self.workers
+        return self.concurrency or default_concurrency(self.lane_rates[mode])
+
     @property
     def api(self) -> str:
-        return api_for(self.mode)
+        if self.mode == HYBRID:
+            return f"{BATCH_API}+{SINGLE_API}"
+        return api_for(self.lane_mode)
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """What the user should hear before the scan starts (the address budget)."""
-        return rate_warnings(self.mode, self.api_rate, self.address_budget)
+        if self.mode == HYBRID:
+            return ()
+        return rate_warnings(self.lane_mode, self.api_rate, self.address_budget)

@@ -1,0 +1,85 @@
+"""``--mode hybrid``: a batch lane and a single lane on one admission queue, against the
+emulator at the service's limits (500 single, 100 batch, 300/s per source IP over all
+APIs). The bounds asserted are ceilings, which a busy machine only makes easier to hold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from emulator_fixtures import ids
+
+from fleetscan.client import connect
+from fleetscan.credentials import Credentials
+from fleetscan.emulator import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET,
+    DEFAULT_INSTANCE_ID,
+    EmulatorConfig,
+    run_emulator,
+)
+from fleetscan.engine import Scanner, ScanSettings
+from fleetscan.errors import UsageError
+from fleetscan.limiter import RateLimiter
+from fleetscan.limits import BATCH_API, MAX_QPS, SINGLE_API
+from fleetscan.pacing import ADDRESS_LIMIT
+from fleetscan.records import Record, Status
+
+DEMO = Credentials(
+    access_key_id=DEFAULT_ACCESS_KEY_ID,
+    access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+    source="the emulator's demo key",
+)
+
+
+def test_hybrid_settings_pace_the_lanes_from_the_address_budget() -> None:
+    settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="hybrid")
+    assert settings.lane_rates == {"batch": 96, "single": 174}
+    assert settings.rate == 270
+    assert (settings.lane_workers("batch"), settings.lane_workers("single")) == (49, 88)
+    assert settings.api == f"{BATCH_API}+{SINGLE_API}"
+    with pytest.raises(UsageError, match=r"^--qps 100 sets one API's rate; --mode hybrid"):
+        ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="hybrid", qps=100)
+    with pytest.raises(UsageError, match="leaves nothing for the single lane"):
+        ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="hybrid", address_budget=90)
+    with pytest.raises(ValueError, match="lane_pacers"):
+        Scanner(client=None, settings=settings, pacer=RateLimiter(10))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+async def test_hybrid_answers_every_id_once_from_both_lanes_within_the_limits() -> None:
+    client_ids = ids(2400)
+    async with run_emulator(EmulatorConfig()) as emu:
+        async with connect(
+            instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url
+        ) as client:
+            settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="hybrid")
+            scanner = Scanner(client=client, settings=settings)
+            records: list[Record] = []
+            outcome = await scanner.run(client_ids, emit=records.append)
+        stats = emu.stats()
+        truth = {c: emu.fleet.is_online(c) for c in client_ids}
+    assert outcome == "completed"
+    # One record per ID, with its true status (no churn: batch's cache is the truth).
+    assert sorted(r.client_id for r in records) == sorted(client_ids)
+    assert all(r.status in (Status.ONLINE, Status.OFFLINE) for r in records)
+    assert {r.client_id: r.online for r in records} == truth
+    # Both lanes answered, each its share; the emulator counts what each lane counted.
+    by_api = Counter(r.api for r in records)
+    assert set(by_api) == {SINGLE_API, BATCH_API}
+    assert by_api[SINGLE_API] > 100
+    assert by_api[BATCH_API] > 1000
+    lanes = scanner.counters.lanes
+    for api in (SINGLE_API, BATCH_API):
+        assert lanes[api].calls_sent == stats.actions[api].requests
+        assert lanes[api].calls_succeeded == stats.actions[api].successes
+        assert stats.actions[api].throttled == stats.actions[api].blocked == 0
+    assert stats.actions[SINGLE_API].successes == by_api[SINGLE_API]
+    # Under the account limits and the block, as the emulator measured it.
+    assert stats.actions[BATCH_API].max_requests_1s <= MAX_QPS["batch"]
+    assert stats.actions[SINGLE_API].max_requests_1s <= MAX_QPS["single"]
+    (address,) = stats.ip_totals.values()
+    assert address.max_requests_1s <= ADDRESS_LIMIT
+    # Every ID asked exactly once.
+    assert set(stats.client_id_queries.values()) == {1}
