@@ -287,6 +287,12 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
         help="the API's calls per second; default 482 (single) / 96 (batch), just under "
         "the account's 500 / 100; within --address-budget",
     )
+    group.add_argument(
+        "--confirm-offline",
+        action="store_true",
+        help="batch and hybrid: ask the real-time API again about every ID a (cached) "
+        "batch answer says is offline before writing its record",
+    )
     # Issue 10: the budget of one source address, all APIs together.
     group.add_argument(
         "--address-budget",
@@ -597,6 +603,8 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
     given: dict[str, Any] = {}
     if args.address_budget is not None:
         given["address_budget"] = args.address_budget
+    if getattr(args, "confirm_offline", False):
+        given["confirm_offline"] = True
     return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,

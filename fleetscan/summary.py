@@ -57,6 +57,8 @@ class ScanCounters:
     calls_failed: int = 0
     # Failed attempts that timed out: the server may have answered, and billed, them.
     calls_timed_out: int = 0
+    # IDs a batch answer said were offline, asked again in real time (--confirm-offline).
+    calls_confirm: int = 0
     # Successful calls in the busiest sliding second: the scan's peak TPS.
     success_peak: SlidingWindow = field(default_factory=SlidingWindow)
     # Per API (lane), by the API's name.
@@ -94,6 +96,7 @@ class ScanSummary:
     calls_retried: int
     calls_failed: int
     calls_timed_out: int
+    calls_confirm: int
     billable_transactions: int
     average_tps: float
     peak_tps: int
@@ -156,6 +159,7 @@ class ScanSummary:
             calls_retried=counters.calls_retried,
             calls_failed=counters.calls_failed,
             calls_timed_out=counters.calls_timed_out,
+            calls_confirm=counters.calls_confirm,
             billable_transactions=billable,
             # Over one second at least: the peak is the most in any one second, and a
             # sub-second scan's rate per second of its length would exceed it.
@@ -201,6 +205,11 @@ class ScanSummary:
                 f" (timed out {self.calls_timed_out}: the server may have billed these too)"
                 if self.calls_timed_out
                 else ""
+            ),
+            *(
+                [f"  confirmed {self.calls_confirm} batch-offline IDs asked again in real time"]
+                if self.calls_confirm
+                else []
             ),
             f"  billing   {self.billable_transactions} transactions in "
             f"{self.duration_seconds:.1f} s; average {self.average_tps:g} TPS, "

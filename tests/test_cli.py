@@ -57,6 +57,7 @@ RECORD_KEYS = {
     "request_id",
     "attempts",
     "error",
+    "confirmed",
 }
 ROOMY = Limits(qps_single=5000, qps_batch=5000, ip_limit=0)
 INVALID = ["GID_bad@@@has space", "no-separator", "GID_a@@@b/c"]
@@ -190,6 +191,7 @@ def test_every_scan_option_parses() -> None:
             "--mode=batch",
             "--qps=12.5",
             "--address-budget=250",
+            "--confirm-offline",
             "--concurrency=7",
             "--max-attempts=3",
             "--timeout=2.5",
@@ -218,6 +220,7 @@ def test_every_scan_option_parses() -> None:
         "mode": "batch",
         "qps": 12.5,
         "address_budget": 250.0,
+        "confirm_offline": True,
         "concurrency": 7,
         "max_attempts": 3,
         "timeout": 2.5,

@@ -5,6 +5,7 @@ APIs). The bounds asserted are ceilings, which a busy machine only makes easier 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -83,3 +84,78 @@ async def test_hybrid_answers_every_id_once_from_both_lanes_within_the_limits() 
     assert address.max_requests_1s <= ADDRESS_LIMIT
     # Every ID asked exactly once.
     assert set(stats.client_id_queries.values()) == {1}
+
+
+async def scan_with_a_stale_batch_cache(
+    mode: str, *, confirm: bool, count: int = 400
+) -> tuple[list[Record], Scanner, dict[str, bool], dict[str, bool], dict[str, int]]:
+    """Scan ``count`` IDs while the batch cache still holds their statuses at the start
+    and half of the offline ones have come online since: their cached answers are stale."""
+    client_ids = ids(count)
+    # The cache is refreshed hourly: every batch answer in the test is the start's.
+    async with run_emulator(EmulatorConfig(batch_cache_seconds=3600.0)) as emu:
+        cached = {c: emu.fleet.is_online(c) for c in client_ids}
+        await asyncio.sleep(0.01)  # after the snapshot: the cache does not see this
+        for client_id in [c for c in client_ids if not cached[c]][::2]:
+            emu.fleet.set_online(client_id, True)
+        truth = {c: emu.fleet.is_online(c) for c in client_ids}
+        async with connect(
+            instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=emu.url
+        ) as client:
+            settings = ScanSettings(
+                instance_id=DEFAULT_INSTANCE_ID,
+                mode=mode,  # type: ignore[arg-type]
+                confirm_offline=confirm,
+            )
+            scanner = Scanner(client=client, settings=settings)
+            records: list[Record] = []
+            assert await scanner.run(client_ids, emit=records.append) == "completed"
+        queries = dict(emu.stats().client_id_queries)
+    return records, scanner, cached, truth, queries
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["batch", "hybrid"])
+async def test_confirm_offline_asks_every_batch_offline_id_again_and_writes_the_real_time_status(
+    mode: str,
+) -> None:
+    records, scanner, cached, truth, queries = await scan_with_a_stale_batch_cache(
+        mode, confirm=True
+    )
+    stale = {c for c in truth if truth[c] != cached[c]}
+    assert len(stale) > 50
+    assert sorted(r.client_id for r in records) == sorted(truth)
+    # Every record ends with the real-time truth, the stale ones included.
+    assert {r.client_id: r.online for r in records} == truth
+    by_id = {r.client_id: r for r in records}
+    batch_offline = [
+        c for c, r in by_id.items() if r.confirmed or (r.api == BATCH_API and not r.online)
+    ]
+    for client_id in batch_offline:
+        record = by_id[client_id]
+        assert record.confirmed
+        assert record.api == SINGLE_API
+        assert queries[client_id] == 2  # the batch call, then the real-time one
+    for record in records:
+        if record.api == BATCH_API:
+            assert record.online
+            assert not record.confirmed
+    assert stale <= {c for c, r in by_id.items() if r.confirmed}
+    assert scanner.counters.calls_confirm == sum(r.confirmed for r in records)
+    single = scanner.counters.lanes[SINGLE_API]
+    assert single.calls_succeeded == sum(r.api == SINGLE_API for r in records)
+
+
+@pytest.mark.slow
+async def test_without_confirm_offline_a_stale_batch_answer_is_written_as_it_came() -> None:
+    records, scanner, cached, truth, _ = await scan_with_a_stale_batch_cache("batch", confirm=False)
+    assert {r.client_id: r.online for r in records} == cached != truth
+    assert not any(r.confirmed for r in records)
+    assert scanner.counters.calls_confirm == 0
+
+
+def test_confirm_offline_is_refused_for_single_scans() -> None:
+    with pytest.raises(UsageError, match="needs --mode batch or hybrid"):
+        ScanSettings(instance_id=DEFAULT_INSTANCE_ID, confirm_offline=True)
+    confirming = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="batch", confirm_offline=True)
+    assert confirming.lane_rates == {"batch": 96, "single": 174}

@@ -27,11 +27,11 @@ from fleetscan.dedup import SeenSet
 from fleetscan.engine.admit import Admission
 from fleetscan.engine.control import Control
 from fleetscan.engine.feed import Feed, ThreadFeed
-from fleetscan.engine.lanes import LANES, Lane, Session
+from fleetscan.engine.lanes import LANES, BatchLane, Lane, Session, SingleLane
 from fleetscan.engine.outcome import Outcome, outcome_of
 from fleetscan.engine.pacers import default_pacer, lane_pacers
 from fleetscan.engine.recorder import Recorder
-from fleetscan.engine.settings import HYBRID, ScanSettings
+from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import ApiError
@@ -73,8 +73,11 @@ class Scanner:
         breaker: OutageBreaker | None = None,
         lane_pacers: Mapping[Mode, Pacer] | None = None,
     ) -> None:
-        if settings.mode == HYBRID and pacer is not None:
-            raise ValueError("a hybrid scan paces each lane: give lane_pacers, not pacer")
+        if settings.two_lanes and pacer is not None:
+            raise ValueError(
+                "a scan with two lanes (hybrid, --confirm-offline) paces each: give "
+                "lane_pacers, not pacer"
+            )
         self.client = client
         self.settings = settings
         self.pacer = pacer
@@ -142,7 +145,7 @@ class Scanner:
         settings = self.settings
         control = self.control
         counters = self.counters
-        if settings.mode == HYBRID:
+        if settings.two_lanes:
             if self.lane_pacers is None:
                 self.lane_pacers = lane_pacers(settings)
         elif self.pacer is None:
@@ -203,7 +206,7 @@ class Scanner:
         once), its stop and its counters; each counts its own API too."""
         settings = self.settings
         gate = WarmUpGate()
-        if settings.mode == HYBRID:
+        if settings.two_lanes:
             assert self.lane_pacers is not None
             pacers = dict(self.lane_pacers)
         else:
@@ -218,7 +221,10 @@ class Scanner:
                 kind(
                     session=self.client,
                     pacer=pacers[mode],
-                    workers=settings.lane_workers(mode),
+                    # Batch confirming: the single lane only confirms, reads no IDs.
+                    workers=0
+                    if mode == "single" and settings.mode == "batch"
+                    else settings.lane_workers(mode),
                     retry=settings.retry,
                     control=self.control,
                     gate=gate,
@@ -228,6 +234,11 @@ class Scanner:
                     breaker=self.breaker,
                 )
             )
+        if settings.confirm_offline:
+            batch, single = lanes
+            assert isinstance(batch, BatchLane)
+            assert isinstance(single, SingleLane)
+            batch.confirm = single.confirm
         return tuple(lanes)
 
     async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:

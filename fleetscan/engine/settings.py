@@ -129,6 +129,9 @@ class ScanSettings:
     outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT
     # Calls/s from one source address, all APIs together (issue 10).
     address_budget: float = DEFAULT_ADDRESS_BUDGET
+    # Batch and hybrid: every ID a batch answer says is offline is asked again in real
+    # time before its record is written.
+    confirm_offline: bool = False
 
     def __post_init__(self) -> None:
         problem = instance_id_problem(self.instance_id)
@@ -139,6 +142,8 @@ class ScanSettings:
             self._check_hybrid()
         else:
             checked_rate(self.lane_mode, self.qps, account_qps=self.account_qps)
+        if self.confirm_offline:
+            self._check_confirm()
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"--concurrency {self.concurrency}: must be at least 1")
         if self.concurrency is not None and self.concurrency > MAX_CONCURRENCY:
@@ -166,6 +171,25 @@ class ScanSettings:
                 f"nothing for the single lane beside batch's {rates['batch']:g}/s"
             )
 
+    def _check_confirm(self) -> None:
+        if self.mode == "single":
+            raise UsageError(
+                "--confirm-offline asks the real-time API again about what a batch answer "
+                "said; it needs --mode batch or hybrid (single answers are real time)"
+            )
+        if self.lane_rates["single"] < 1:
+            raise UsageError(
+                f"--confirm-offline: the address budget of {self.address_budget:g} calls/s "
+                f"leaves nothing for the confirming single calls beside batch's "
+                f"{self.lane_rates['batch']:g}/s"
+            )
+
+    @property
+    def two_lanes(self) -> bool:
+        """Whether the scan runs a single lane beside the batch lane (hybrid, or batch
+        confirming its offline answers)."""
+        return self.mode == HYBRID or (self.mode == "batch" and self.confirm_offline)
+
     @property
     def addresses(self) -> int:
         """Source addresses the scan sends from, each with its own budget."""
@@ -181,7 +205,13 @@ class ScanSettings:
         """Each lane's account pace: hybrid's from `fleetscan.pacing.lane_rates`."""
         if self.mode == HYBRID:
             return lane_rates(self.addresses, self.address_budget)
-        return {self.lane_mode: self.api_rate}
+        rate = self.api_rate
+        if not self.confirm_offline:
+            return {self.lane_mode: rate}
+        # Batch confirming: batch at its rate, the confirmations at what is left.
+        total = self.address_budget * self.addresses
+        batch = min(rate, total)
+        return {"batch": batch, "single": min(float(ACCOUNT_PACE["single"]), total - batch)}
 
     @property
     def api_rate(self) -> float:
@@ -202,7 +232,7 @@ class ScanSettings:
 
     def lane_workers(self, mode: Mode) -> int:
         """Workers of ``mode``'s lane (``concurrency`` is per lane)."""
-        if self.mode != HYBRID:
+        if not self.two_lanes:
             return self.workers
         return self.concurrency or default_concurrency(self.lane_rates[mode])
 
