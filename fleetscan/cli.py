@@ -293,6 +293,14 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
         help="batch and hybrid: ask the real-time API again about every ID a (cached) "
         "batch answer says is offline before writing its record",
     )
+    group.add_argument(
+        "--source-address",
+        action="append",
+        metavar="ADDR",
+        help="a local address the calls leave from, each with its own --address-budget "
+        "(repeat for several; the account's limits are shared by all); checked on this "
+        "host before any call",
+    )
     # Issue 10: the budget of one source address, all APIs together.
     group.add_argument(
         "--address-budget",
@@ -605,6 +613,8 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         given["address_budget"] = args.address_budget
     if getattr(args, "confirm_offline", False):
         given["confirm_offline"] = True
+    if getattr(args, "source_address", None):
+        given["source_addresses"] = tuple(args.source_address)
     return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,

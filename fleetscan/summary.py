@@ -63,6 +63,8 @@ class ScanCounters:
     success_peak: SlidingWindow = field(default_factory=SlidingWindow)
     # Per API (lane), by the API's name.
     lanes: dict[str, LaneCounters] = field(default_factory=dict)
+    # Per source address (--source-address), all APIs together.
+    addresses: dict[str, LaneCounters] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -107,6 +109,9 @@ class ScanSummary:
     outcome: str
     abort_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    # Per API and per source address: calls, billable, peak per sliding second, throttled.
+    lanes: dict[str, dict[str, int]] = field(default_factory=dict)
+    addresses: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -176,6 +181,8 @@ class ScanSummary:
             outcome=outcome,
             abort_reason=abort_reason,
             warnings=tuple(notes),
+            lanes={api: lane.to_dict() for api, lane in counters.lanes.items()},
+            addresses={ip: part.to_dict() for ip, part in counters.addresses.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +230,13 @@ class ScanSummary:
                 f"; estimated cost {self.estimated_cost:.6g}"
                 if self.estimated_cost is not None
                 else ""
+            ),
+            *(
+                f"  {kind:<9} {name}: calls {part['calls']}, billable {part['billable']}, "
+                f"peak {part['peak_per_second']}/s, throttled {part['throttled']}"
+                for kind, parts in (("api", self.lanes), ("address", self.addresses))
+                if len(parts) > 1
+                for name, part in parts.items()
             ),
             f"  time      {rfc3339(self.started_at)} .. {rfc3339(self.ended_at)}",
         ]

@@ -192,6 +192,8 @@ def test_every_scan_option_parses() -> None:
             "--qps=12.5",
             "--address-budget=250",
             "--confirm-offline",
+            "--source-address=127.0.0.2",
+            "--source-address=127.0.0.3",
             "--concurrency=7",
             "--max-attempts=3",
             "--timeout=2.5",
@@ -221,6 +223,7 @@ def test_every_scan_option_parses() -> None:
         "qps": 12.5,
         "address_budget": 250.0,
         "confirm_offline": True,
+        "source_address": ["127.0.0.2", "127.0.0.3"],
         "concurrency": 7,
         "max_attempts": 3,
         "timeout": 2.5,
@@ -964,3 +967,46 @@ def test_hybrid_mode_writes_one_record_per_id_from_either_lane(
     assert summary["mode"] == "hybrid"
     assert summary["qps"] == 270
     assert summary["calls_succeeded"] == emu.stats().successes
+
+
+def test_two_source_addresses_are_two_ips_to_the_emulator_each_within_its_budget(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(200)
+    summary_file = tmp_path / "summary.json"
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, valid), "--address-budget", "40"),
+        "--source-address",
+        "127.0.0.2",
+        "--source-address",
+        "127.0.0.3",
+        "--summary",
+        str(summary_file),
+    )
+    assert run.code == 0, run.err
+    assert set(by_id(run.records)) == set(valid)
+    stats = emu.stats()
+    assert set(stats.ip_totals) == {"127.0.0.2", "127.0.0.3"}
+    for total in stats.ip_totals.values():
+        assert total.requests > 40  # both carried a share
+        assert total.max_requests_1s <= 40 + 2  # the budget, give or take arrival jitter
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["qps"] == 80
+    addresses = summary["addresses"]
+    for address, total in stats.ip_totals.items():
+        assert addresses[address]["calls"] == total.requests
+        assert addresses[address]["peak_per_second"] <= 40
+
+
+def test_a_source_address_the_host_does_not_have_is_refused_before_any_call(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, ids(5)), "--source-address", "192.0.2.1"),
+    )
+    assert run.code == 2
+    assert run.out == b""
+    assert "192.0.2.1: cannot send from it" in run.err
+    assert emu.stats().requests == 0

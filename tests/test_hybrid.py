@@ -20,7 +20,7 @@ from fleetscan.emulator import (
     EmulatorConfig,
     run_emulator,
 )
-from fleetscan.engine import Scanner, ScanSettings
+from fleetscan.engine import ScanJob, Scanner, ScanSettings, Target
 from fleetscan.errors import UsageError
 from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, MAX_QPS, SINGLE_API
@@ -159,3 +159,42 @@ def test_confirm_offline_is_refused_for_single_scans() -> None:
         ScanSettings(instance_id=DEFAULT_INSTANCE_ID, confirm_offline=True)
     confirming = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, mode="batch", confirm_offline=True)
     assert confirming.lane_rates == {"batch": 96, "single": 174}
+
+
+@pytest.mark.slow
+async def test_hybrid_from_two_source_addresses_keeps_each_under_the_block() -> None:
+    client_ids = ids(3000)
+    async with run_emulator(EmulatorConfig()) as emu:
+        settings = ScanSettings(
+            instance_id=DEFAULT_INSTANCE_ID,
+            mode="hybrid",
+            source_addresses=("127.0.0.2", "127.0.0.3"),
+        )
+        assert settings.lane_rates == {"batch": 96, "single": 444}
+        records: list[Record] = []
+
+        class Collect:
+            def write(self, record: Record) -> None:
+                records.append(record)
+
+            def flush(self, *, fsync: bool = False) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        job = ScanJob(settings, target=Target(endpoint=emu.url, credentials=DEMO))
+        result = await job.run(client_ids, sinks=[Collect()])
+        stats = emu.stats()
+    assert result.outcome == "completed"
+    assert sorted(r.client_id for r in records) == sorted(client_ids)
+    assert set(stats.ip_totals) == {"127.0.0.2", "127.0.0.3"}
+    counters = result.counters
+    for address, total in stats.ip_totals.items():
+        assert total.max_requests_1s <= ADDRESS_LIMIT
+        assert counters.addresses[address].calls_sent == total.requests
+    for api in (SINGLE_API, BATCH_API):
+        assert counters.lanes[api].calls_sent == stats.actions[api].requests
+        assert stats.actions[api].throttled == stats.actions[api].blocked == 0
+    assert stats.actions[BATCH_API].max_requests_1s <= MAX_QPS["batch"]
+    assert stats.actions[SINGLE_API].max_requests_1s <= MAX_QPS["single"]

@@ -9,12 +9,23 @@ which Alibaba blocks it, and batch is 96/s, just under the account's 100.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from fleetscan.engine.lanes import Session
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.limits import Mode
 from fleetscan.pacing import AccountPacer, AddressBudget, CompositePacer
 
-__all__ = ["account_pacer", "default_pacer", "lane_pacers"]
+__all__ = ["Route", "account_pacer", "default_pacer", "lane_pacers"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One source address of a scan: the client whose calls leave from it and its
+    budget (on that client's session at the wire: `AddressBudget.trace_config`)."""
+
+    client: Session
+    budget: AddressBudget
 
 
 def account_pacer(settings: ScanSettings, mode: Mode, rate: float | None = None) -> AccountPacer:

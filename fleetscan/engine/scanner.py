@@ -29,7 +29,7 @@ from fleetscan.engine.control import Control
 from fleetscan.engine.feed import Feed, ThreadFeed
 from fleetscan.engine.lanes import LANES, BatchLane, Lane, Session, SingleLane
 from fleetscan.engine.outcome import Outcome, outcome_of
-from fleetscan.engine.pacers import default_pacer, lane_pacers
+from fleetscan.engine.pacers import Route, account_pacer, default_pacer, lane_pacers
 from fleetscan.engine.recorder import Recorder
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.stats import CallStats
@@ -38,6 +38,7 @@ from fleetscan.errors import ApiError
 from fleetscan.limits import Mode
 from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
+from fleetscan.pacing import CompositePacer
 from fleetscan.records import Record
 from fleetscan.summary import ScanCounters
 
@@ -72,6 +73,7 @@ class Scanner:
         budget: RetryBudget | None = None,
         breaker: OutageBreaker | None = None,
         lane_pacers: Mapping[Mode, Pacer] | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         if settings.two_lanes and pacer is not None:
             raise ValueError(
@@ -83,6 +85,12 @@ class Scanner:
         self.pacer = pacer
         # Hybrid: each lane's pacer, by its API's mode (default: `lane_pacers`).
         self.lane_pacers = lane_pacers
+        # Several source addresses: each its client and budget, and lanes of its own
+        # on the one admission queue (an ID goes to whichever worker is free); the
+        # account pacers are shared by all.
+        if routes and (pacer is not None or lane_pacers is not None):
+            raise ValueError("routes pace each address from the settings: no pacer with them")
+        self.routes = tuple(routes)
         self.seen = seen if seen is not None else SeenSet()
         self.counters = counters if counters is not None else ScanCounters()
         self.clock = clock
@@ -145,7 +153,9 @@ class Scanner:
         settings = self.settings
         control = self.control
         counters = self.counters
-        if settings.two_lanes:
+        if self.routes:
+            pass
+        elif settings.two_lanes:
             if self.lane_pacers is None:
                 self.lane_pacers = lane_pacers(settings)
         elif self.pacer is None:
@@ -206,20 +216,33 @@ class Scanner:
         once), its stop and its counters; each counts its own API too."""
         settings = self.settings
         gate = WarmUpGate()
-        if settings.two_lanes:
+        plan: list[tuple[Session, dict[Mode, Pacer], str | None]] = []
+        if self.routes:
+            accounts = {
+                mode: account_pacer(settings, mode, rate)
+                for mode, rate in settings.lane_rates.items()
+            }
+            for route in self.routes:
+                paced: dict[Mode, Pacer] = {
+                    mode: CompositePacer(route.budget, account)
+                    for mode, account in accounts.items()
+                }
+                plan.append((route.client, paced, route.budget.address))
+        elif settings.two_lanes:
             assert self.lane_pacers is not None
-            pacers = dict(self.lane_pacers)
+            plan.append((self.client, dict(self.lane_pacers), None))
         else:
             assert self.pacer is not None
-            pacers = {settings.lane_mode: self.pacer}
+            plan.append((self.client, {settings.lane_mode: self.pacer}, None))
         lanes: list[Lane[Any]] = []
-        for mode in ("batch", "single"):
-            if mode not in pacers:
-                continue
-            kind = LANES[mode]
-            lanes.append(
-                kind(
-                    session=self.client,
+        for client, pacers, address in plan:
+            mine: dict[str, Lane[Any]] = {}
+            for mode in ("batch", "single"):
+                if mode not in pacers:
+                    continue
+                kind = LANES[mode]
+                mine[mode] = kind(
+                    session=client,
                     pacer=pacers[mode],
                     # Batch confirming: the single lane only confirms, reads no IDs.
                     workers=0
@@ -229,16 +252,18 @@ class Scanner:
                     control=self.control,
                     gate=gate,
                     recorder=recorder,
-                    stats=CallStats(self.counters, monotonic=self.monotonic, api=kind.api),
+                    stats=CallStats(
+                        self.counters, monotonic=self.monotonic, api=kind.api, address=address
+                    ),
                     budget=self.budget,
                     breaker=self.breaker,
                 )
-            )
-        if settings.confirm_offline:
-            batch, single = lanes
-            assert isinstance(batch, BatchLane)
-            assert isinstance(single, SingleLane)
-            batch.confirm = single.confirm
+            if settings.confirm_offline:
+                batch, single = mine["batch"], mine["single"]
+                assert isinstance(batch, BatchLane)
+                assert isinstance(single, SingleLane)
+                batch.confirm = single.confirm  # confirmed from the same address
+            lanes.extend(mine.values())
         return tuple(lanes)
 
     async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:

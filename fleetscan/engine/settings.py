@@ -35,6 +35,7 @@ from fleetscan.pacing import (
     pace_under,
 )
 from fleetscan.retry import RetryPolicy
+from fleetscan.source_address import check_source_addresses
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
@@ -132,12 +133,19 @@ class ScanSettings:
     # Batch and hybrid: every ID a batch answer says is offline is asked again in real
     # time before its record is written.
     confirm_offline: bool = False
+    # The local addresses the calls leave from, each with its own budget (empty: the
+    # kernel's choice, one address). Checked on the host when the settings are built.
+    source_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = instance_id_problem(self.instance_id)
         if problem:
             raise UsageError(f"--instance-id {self.instance_id!r}: {problem}")
         check_address_budget(self.address_budget)
+        if self.source_addresses:
+            object.__setattr__(
+                self, "source_addresses", check_source_addresses(self.source_addresses)
+            )
         if self.mode == HYBRID:
             self._check_hybrid()
         else:
@@ -193,7 +201,7 @@ class ScanSettings:
     @property
     def addresses(self) -> int:
         """Source addresses the scan sends from, each with its own budget."""
-        return 1
+        return max(1, len(self.source_addresses))
 
     @property
     def lane_mode(self) -> Mode:
@@ -245,6 +253,6 @@ class ScanSettings:
     @property
     def warnings(self) -> tuple[str, ...]:
         """What the user should hear before the scan starts (the address budget)."""
-        if self.mode == HYBRID:
+        if self.mode == HYBRID or self.api_rate <= self.address_budget * self.addresses:
             return ()
         return rate_warnings(self.lane_mode, self.api_rate, self.address_budget)

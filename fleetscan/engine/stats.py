@@ -16,16 +16,25 @@ class CallStats:
     TPS), failed, throttled, timed out, retried; and, with ``api``, into that API's
     `LaneCounters` too."""
 
-    __slots__ = ("counters", "lane", "monotonic")
+    __slots__ = ("counters", "lane", "monotonic", "source")
 
     def __init__(
-        self, counters: ScanCounters, *, monotonic: Callable[[], float], api: str | None = None
+        self,
+        counters: ScanCounters,
+        *,
+        monotonic: Callable[[], float],
+        api: str | None = None,
+        address: str | None = None,
     ) -> None:
         self.counters = counters
         self.monotonic = monotonic
         self.lane: LaneCounters | None = None
         if api is not None:
             self.lane = counters.lanes.setdefault(api, LaneCounters())
+        # The source address's counters, all APIs together (several addresses only).
+        self.source: LaneCounters | None = None
+        if address is not None:
+            self.source = counters.addresses.setdefault(address, LaneCounters())
 
     def attempt(self, error: BaseException | None) -> None:
         """One attempt ended: ``error`` is None on success."""
@@ -34,21 +43,21 @@ class CallStats:
         counters = self.counters
         counters.calls_sent += 1
         now = self.monotonic()
-        lane = self.lane
-        if lane is not None:
-            lane.calls_sent += 1
-            lane.sent_peak.add(now)
+        parts = [part for part in (self.lane, self.source) if part is not None]
+        for part in parts:
+            part.calls_sent += 1
+            part.sent_peak.add(now)
         if error is None:
             counters.calls_succeeded += 1
             counters.success_peak.add(now)
-            if lane is not None:
-                lane.calls_succeeded += 1
+            for part in parts:
+                part.calls_succeeded += 1
         else:
             counters.calls_failed += 1
             if isinstance(error, ThrottledError):
                 counters.calls_throttled += 1
-                if lane is not None:
-                    lane.calls_throttled += 1
+                for part in parts:
+                    part.calls_throttled += 1
             elif isinstance(error, TimedOutError):
                 counters.calls_timed_out += 1
 
