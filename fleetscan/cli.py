@@ -240,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_arguments(estimate)
     _add_rate_arguments(estimate)
+    estimate.add_argument(
+        "--offline-share",
+        type=_share,
+        default=0.2,
+        metavar="X",
+        help="the share of IDs batch finds offline, for --confirm-offline's forecast (default 0.2)",
+    )
     estimate.set_defaults(handler=_run_estimate)
 
     from fleetscan.emulator import command as emulator_command
@@ -323,6 +330,13 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0..1")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -378,19 +392,22 @@ class _StderrHandler(logging.Handler):
 
 def _run_estimate(args: argparse.Namespace) -> int:
     from fleetscan.engine import checked_rate, default_rate, rate_warnings, tally
-    from fleetscan.estimate import forecast, render_forecasts
+    from fleetscan.estimate import forecast, forecast_lanes, render_forecasts
     from fleetscan.inputs import read_client_ids
-    from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET, check_address_budget
+    from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET, check_address_budget, lane_rates
 
     # --qps applies to --mode; the other mode is shown at its default rate; both
     # within the address budget.
     budget = check_address_budget(args.address_budget or DEFAULT_ADDRESS_BUDGET)
     rates = {mode: default_rate(mode) for mode in MODES}
-    if args.mode in MODES:
+    # Each source address given brings its budget (the account's paces stay shared).
+    addresses = max(1, len(set(args.source_address or ())))
+    if args.mode in MODES and args.qps is not None:
         rates[args.mode] = checked_rate(args.mode, args.qps)
-        for warning in rate_warnings(args.mode, rates[args.mode], budget):
-            log.warning("%s", warning)
-    rates = {mode: min(rate, budget) for mode, rate in rates.items()}
+        if addresses == 1:
+            for warning in rate_warnings(args.mode, rates[args.mode], budget):
+                log.warning("%s", warning)
+    rates = {mode: min(rate, budget * addresses) for mode, rate in rates.items()}
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
@@ -404,6 +421,23 @@ def _run_estimate(args: argparse.Namespace) -> int:
             price_per_million=args.price_per_million,
         )
         for mode in MODES
+    ]
+    # Two lanes: batch at its pace, single (hybrid's lane, the confirmations) at what
+    # the address budgets leave.
+    lanes = lane_rates(addresses, budget)
+    forecasts += [
+        forecast_lanes(
+            valid,
+            batch_rate=lanes["batch"],
+            single_rate=lanes["single"],
+            hybrid=hybrid,
+            confirm=confirm,
+            offline_share=args.offline_share,
+            instance_tps=args.instance_tps,
+            price_per_million=args.price_per_million,
+        )
+        for hybrid, confirm in ((False, True), (True, False), (True, True))
+        if lanes["single"] > 0
     ]
     sys.stdout.write(
         f"IDs read {counters.read}, unique {counters.unique}, "

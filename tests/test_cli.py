@@ -1010,3 +1010,28 @@ def test_a_source_address_the_host_does_not_have_is_refused_before_any_call(
     assert run.out == b""
     assert "192.0.2.1: cannot send from it" in run.err
     assert emu.stats().requests == 0
+
+
+def test_estimate_forecasts_the_two_lane_modes_for_the_addresses_given(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    inputs = id_file(tmp_path, ids(100_000))
+    one = cli(capsysbinary, "estimate", inputs)
+    assert one.code == 0, one.err
+    text = one.out.decode()
+    assert re.search(r"mode\s+single\s+batch\s+batch\+confirm\s+hybrid\s+hybrid\+confirm", text)
+    assert re.search(r"IDs/s\s+270\s+960\s+870\s+1,134\s+870\b", text)
+    assert one.err == ""  # no warning at the defaults
+    two = cli(
+        capsysbinary,
+        "estimate",
+        inputs,
+        "--source-address",
+        "127.0.0.2",
+        "--source-address",
+        "127.0.0.3",
+        "--offline-share",
+        "0.1",
+    )
+    assert two.code == 0, two.err
+    assert re.search(r"IDs/s\s+482\s+960\s+960\s+1,404\s+1,308\b", two.out.decode())
