@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
-from fleetscan.limits import DEFAULT_QPS, MAX_CONCURRENCY, MODES
+from fleetscan.limits import MAX_CONCURRENCY, MODES
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.version import __version__
 
@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_arguments(estimate)
     _add_rate_arguments(estimate)
+    estimate.add_argument(
+        "--offline-share",
+        type=_share,
+        default=0.2,
+        metavar="X",
+        help="the share of IDs batch finds offline, for --confirm-offline's forecast (default 0.2)",
+    )
     estimate.set_defaults(handler=_run_estimate)
 
     from fleetscan.emulator import command as emulator_command
@@ -279,16 +286,40 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rate and cost")
     group.add_argument(
         "--mode",
-        choices=("single", "batch"),
+        choices=("single", "batch", "hybrid"),
         default="single",
         help="single: QuerySessionByClientId (real time); "
-        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached)",
+        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached); "
+        "hybrid: both lanes at once, batch at its pace, single at what the address "
+        "budget leaves",
     )
     group.add_argument(
         "--qps",
         type=_positive_float,
-        help="calls per second; default 300 (single) / 100 (batch); "
-        "at most 500 (single) / 100 (batch)",
+        help="the API's calls per second; default 482 (single) / 96 (batch), just under "
+        "the account's 500 / 100; within --address-budget",
+    )
+    group.add_argument(
+        "--confirm-offline",
+        action="store_true",
+        help="batch and hybrid: ask the real-time API again about every ID a (cached) "
+        "batch answer says is offline before writing its record",
+    )
+    group.add_argument(
+        "--source-address",
+        action="append",
+        metavar="ADDR",
+        help="a local address the calls leave from, each with its own --address-budget "
+        "(repeat for several; the account's limits are shared by all); checked on this "
+        "host before any call",
+    )
+    # Issue 10: the budget of one source address, all APIs together.
+    group.add_argument(
+        "--address-budget",
+        type=_positive_float,
+        metavar="N",
+        help="calls/s from one source address, all APIs together; default 270, "
+        "at most 300 (past it Alibaba blocks the address)",
     )
     group.add_argument(
         "--instance-tps",
@@ -302,6 +333,13 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="pay-as-you-go price per million transactions, for the estimate",
     )
+
+
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0..1")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -358,15 +396,23 @@ class _StderrHandler(logging.Handler):
 
 
 def _run_estimate(args: argparse.Namespace) -> int:
-    from fleetscan.engine import checked_rate, rate_warnings, tally
-    from fleetscan.estimate import forecast, render_forecasts
+    from fleetscan.engine import checked_rate, default_rate, rate_warnings, tally
+    from fleetscan.estimate import forecast, forecast_lanes, render_forecasts
     from fleetscan.inputs import read_client_ids
+    from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET, check_address_budget, lane_rates
 
-    # --qps applies to --mode; the other mode is shown at its default rate.
-    rates = {mode: float(DEFAULT_QPS[mode]) for mode in MODES}
-    rates[args.mode] = checked_rate(args.mode, args.qps)
-    for warning in rate_warnings(args.mode, rates[args.mode]):
-        log.warning("%s", warning)
+    # --qps applies to --mode; the other mode is shown at its default rate; both
+    # within the address budget.
+    budget = check_address_budget(args.address_budget or DEFAULT_ADDRESS_BUDGET)
+    rates = {mode: default_rate(mode) for mode in MODES}
+    # Each source address given brings its budget (the account's paces stay shared).
+    addresses = max(1, len(set(args.source_address or ())))
+    if args.mode in MODES and args.qps is not None:
+        rates[args.mode] = checked_rate(args.mode, args.qps)
+        if addresses == 1:
+            for warning in rate_warnings(args.mode, rates[args.mode], budget):
+                log.warning("%s", warning)
+    rates = {mode: min(rate, budget * addresses) for mode, rate in rates.items()}
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
@@ -380,6 +426,23 @@ def _run_estimate(args: argparse.Namespace) -> int:
             price_per_million=args.price_per_million,
         )
         for mode in MODES
+    ]
+    # Two lanes: batch at its pace, single (hybrid's lane, the confirmations) at what
+    # the address budgets leave.
+    lanes = lane_rates(addresses, budget)
+    forecasts += [
+        forecast_lanes(
+            valid,
+            batch_rate=lanes["batch"],
+            single_rate=lanes["single"],
+            hybrid=hybrid,
+            confirm=confirm,
+            offline_share=args.offline_share,
+            instance_tps=args.instance_tps,
+            price_per_million=args.price_per_million,
+        )
+        for hybrid, confirm in ((False, True), (True, False), (True, True))
+        if lanes["single"] > 0
     ]
     sys.stdout.write(
         f"IDs read {counters.read}, unique {counters.unique}, "
@@ -599,6 +662,14 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID") or ""
         if not instance_id:
             raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
+    # Only what was given: the settings hold the defaults.
+    given: dict[str, Any] = {}
+    if args.address_budget is not None:
+        given["address_budget"] = args.address_budget
+    if getattr(args, "confirm_offline", False):
+        given["confirm_offline"] = True
+    if getattr(args, "source_address", None):
+        given["source_addresses"] = tuple(args.source_address)
     return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,
@@ -606,6 +677,7 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         outage_timeout=args.outage_timeout,
+        **given,
     )
 
 

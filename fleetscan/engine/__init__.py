@@ -25,6 +25,7 @@ if typing.TYPE_CHECKING:
         ScanSettings,
         checked_rate,
         default_concurrency,
+        default_rate,
         rate_warnings,
     )
 
@@ -46,6 +47,7 @@ _EXPORTS = {
     "ThreadFeed": "fleetscan.engine.feed",
     "checked_rate": "fleetscan.engine.settings",
     "default_concurrency": "fleetscan.engine.settings",
+    "default_rate": "fleetscan.engine.settings",
     "outcome_of": "fleetscan.engine.outcome",
     "rate_warnings": "fleetscan.engine.settings",
     "scan": "fleetscan.engine.library",
@@ -70,6 +72,7 @@ __all__ = [
     "ThreadFeed",
     "checked_rate",
     "default_concurrency",
+    "default_rate",
     "outcome_of",
     "rate_warnings",
     "scan",
