@@ -1,5 +1,6 @@
 """fleetscan's benchmark suite: rate accuracy (undisturbed and disturbed), cost per call,
-memory, time to first record, the shared (Redis) pacer against the local one.
+memory, time to first record, the shared (Redis) pacer against the local one, and the
+audit between scans (diff, history).
 
     python benchmarks/run.py              # the full suite, ~45 minutes
     python benchmarks/run.py --quick      # shorter runs and smaller inputs, ~8 minutes
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bench_address
+import bench_audit
 import bench_cost
 import bench_first_record
 import bench_hot_path
@@ -37,7 +39,7 @@ from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis")
+BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis", "audit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +56,8 @@ class Sizes:
     scan_ids: tuple[int, int]
     first_repeat: int
     redis_seconds: float
+    diff_records: int
+    history_ids: int
 
 
 SIZES = {
@@ -68,6 +72,8 @@ SIZES = {
         scan_ids=(20_000, 200_000),
         first_repeat=3,
         redis_seconds=20.0,
+        diff_records=10_000_000,
+        history_ids=10_000_000,
     ),
     "quick": Sizes(
         rate_seconds=15.0,
@@ -80,6 +86,8 @@ SIZES = {
         scan_ids=(5_000, 50_000),
         first_repeat=3,
         redis_seconds=5.0,
+        diff_records=1_000_000,
+        history_ids=1_000_000,
     ),
     # Each benchmark at a tiny size, so they do not rot (tests/test_benchmarks_smoke.py).
     "smoke": Sizes(
@@ -93,6 +101,8 @@ SIZES = {
         scan_ids=(200, 2_000),
         first_repeat=1,
         redis_seconds=0.5,
+        diff_records=2_000,
+        history_ids=2_000,
     ),
 }
 
@@ -146,6 +156,13 @@ def run_suite(
             )
         if "redis" in only:
             figures += bench_redis_pacer.run(seconds=sizes.redis_seconds, log=log)
+        if "audit" in only:
+            figures += bench_audit.run(
+                diff_records=sizes.diff_records,
+                history_ids=sizes.history_ids,
+                folder=folder,
+                log=log,
+            )
     return figures
 
 

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fleetscan.engine.outcome import Outcome
 from fleetscan.errors import FleetscanError, UsageError
-from fleetscan.limits import DEFAULT_QPS, MAX_CONCURRENCY, MODES
+from fleetscan.limits import MAX_CONCURRENCY, MODES
 from fleetscan.outage import DEFAULT_OUTAGE_TIMEOUT
 from fleetscan.version import __version__
 
 if TYPE_CHECKING:
+    from fleetscan.audit_cli import ScanAudit
     from fleetscan.credentials import Credentials
     from fleetscan.destination import OutputFile
     from fleetscan.engine import ScanJob, ScanSettings, Target
@@ -141,6 +142,7 @@ def _load_scan_modules() -> None:
     import fleetscan.destination
     import fleetscan.engine.job
     import fleetscan.engine.library
+    import fleetscan.history
     import fleetscan.inputs
     import fleetscan.output
     import fleetscan.progress
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleetscan {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from fleetscan.audit_cli import add_commands, add_scan_options
 
     scan = commands.add_parser(
         "scan",
@@ -222,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with -o: skip IDs that already have a final record, and append",
     )
+    add_scan_options(output)
     shown = output.add_mutually_exclusive_group()
     shown.add_argument(
         "--quiet", action="store_true", help="no progress and no summary text on stderr"
@@ -241,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_arguments(estimate)
     _add_rate_arguments(estimate)
+    estimate.add_argument(
+        "--offline-share",
+        type=_share,
+        default=0.2,
+        metavar="X",
+        help="the share of IDs batch finds offline, for --confirm-offline's forecast (default 0.2)",
+    )
     estimate.set_defaults(handler=_run_estimate)
 
     from fleetscan.emulator import command as emulator_command
@@ -253,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator_command.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_command.run)
+    add_commands(commands)
     return parser
 
 
@@ -310,16 +322,40 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rate and cost")
     group.add_argument(
         "--mode",
-        choices=("single", "batch"),
+        choices=("single", "batch", "hybrid"),
         default="single",
         help="single: QuerySessionByClientId (real time); "
-        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached)",
+        "batch: BatchQuerySessionByClientIds, 10 IDs a call (cached); "
+        "hybrid: both lanes at once, batch at its pace, single at what the address "
+        "budget leaves",
     )
     group.add_argument(
         "--qps",
         type=_positive_float,
-        help="calls per second; default 300 (single) / 100 (batch); "
-        "at most 500 (single) / 100 (batch)",
+        help="the API's calls per second; default 482 (single) / 96 (batch), just under "
+        "the account's 500 / 100; within --address-budget",
+    )
+    group.add_argument(
+        "--confirm-offline",
+        action="store_true",
+        help="batch and hybrid: ask the real-time API again about every ID a (cached) "
+        "batch answer says is offline before writing its record",
+    )
+    group.add_argument(
+        "--source-address",
+        action="append",
+        metavar="ADDR",
+        help="a local address the calls leave from, each with its own --address-budget "
+        "(repeat for several; the account's limits are shared by all); checked on this "
+        "host before any call",
+    )
+    # Issue 10: the budget of one source address, all APIs together.
+    group.add_argument(
+        "--address-budget",
+        type=_positive_float,
+        metavar="N",
+        help="calls/s from one source address, all APIs together; default 270, "
+        "at most 300 (past it Alibaba blocks the address)",
     )
     group.add_argument(
         "--instance-tps",
@@ -333,6 +369,13 @@ def _add_rate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="pay-as-you-go price per million transactions, for the estimate",
     )
+
+
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0..1")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -389,15 +432,23 @@ class _StderrHandler(logging.Handler):
 
 
 def _run_estimate(args: argparse.Namespace) -> int:
-    from fleetscan.engine import checked_rate, rate_warnings, tally
-    from fleetscan.estimate import forecast, render_forecasts
+    from fleetscan.engine import checked_rate, default_rate, rate_warnings, tally
+    from fleetscan.estimate import forecast, forecast_lanes, render_forecasts
     from fleetscan.inputs import read_client_ids
+    from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET, check_address_budget, lane_rates
 
-    # --qps applies to --mode; the other mode is shown at its default rate.
-    rates = {mode: float(DEFAULT_QPS[mode]) for mode in MODES}
-    rates[args.mode] = checked_rate(args.mode, args.qps)
-    for warning in rate_warnings(args.mode, rates[args.mode]):
-        log.warning("%s", warning)
+    # --qps applies to --mode; the other mode is shown at its default rate; both
+    # within the address budget.
+    budget = check_address_budget(args.address_budget or DEFAULT_ADDRESS_BUDGET)
+    rates = {mode: default_rate(mode) for mode in MODES}
+    # Each source address given brings its budget (the account's paces stay shared).
+    addresses = max(1, len(set(args.source_address or ())))
+    if args.mode in MODES and args.qps is not None:
+        rates[args.mode] = checked_rate(args.mode, args.qps)
+        if addresses == 1:
+            for warning in rate_warnings(args.mode, rates[args.mode], budget):
+                log.warning("%s", warning)
+    rates = {mode: min(rate, budget * addresses) for mode, rate in rates.items()}
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
@@ -411,6 +462,23 @@ def _run_estimate(args: argparse.Namespace) -> int:
             price_per_million=args.price_per_million,
         )
         for mode in MODES
+    ]
+    # Two lanes: batch at its pace, single (hybrid's lane, the confirmations) at what
+    # the address budgets leave.
+    lanes = lane_rates(addresses, budget)
+    forecasts += [
+        forecast_lanes(
+            valid,
+            batch_rate=lanes["batch"],
+            single_rate=lanes["single"],
+            hybrid=hybrid,
+            confirm=confirm,
+            offline_share=args.offline_share,
+            instance_tps=args.instance_tps,
+            price_per_million=args.price_per_million,
+        )
+        for hybrid, confirm in ((False, True), (True, False), (True, True))
+        if lanes["single"] > 0
     ]
     sys.stdout.write(
         f"IDs read {counters.read}, unique {counters.unique}, "
@@ -445,6 +513,9 @@ def _run_scan(args: argparse.Namespace) -> int:
         return run.execute()
     except KeyboardInterrupt:  # a signal before or after the scan took them over
         return run.finish(interrupted=True)
+    finally:
+        if run.audit is not None:
+            run.audit.close()
 
 
 class _ScanRun:
@@ -457,8 +528,10 @@ class _ScanRun:
         self.job: ScanJob | None = None
         self.writer: RecordWriter | None = None
         self.output: OutputFile | None = None
+        self.audit: ScanAudit | None = None
 
     def execute(self) -> int:
+        from fleetscan.audit_cli import ScanAudit
         from fleetscan.client import check_endpoint, endpoint_for_region, make_ssl_context
         from fleetscan.destination import check_destinations
         from fleetscan.engine import ScanJob
@@ -495,6 +568,9 @@ class _ScanRun:
         rows = read_client_ids(
             args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding
         )
+        # Last of the checks: a history that is refused (a newer schema, not SQLite) is
+        # a usage error before any call; --metrics-file's directory must exist.
+        self.audit = ScanAudit.open(args)
         self.job = ScanJob(settings, target=_target(args))
         asyncio.run(self._main(row.client_id for row in rows))
         return self.finish()
@@ -528,6 +604,9 @@ class _ScanRun:
             if args.resume
             else None
         )
+        audit = self.audit
+        assert audit is not None
+        audit.begin(job.settings, output=args.output, resume=state)
         output = self.output = OutputFile(args.output, resume=args.resume)
         keep_empty = False
         try:
@@ -548,7 +627,10 @@ class _ScanRun:
             )
             with _stop_on_signals(asyncio.get_running_loop(), job.stop):
                 result = await job.run(
-                    client_ids, sinks=[writer], resume=state, progress=progress if show else None
+                    client_ids,
+                    sinks=[writer, *audit.sinks()],
+                    resume=state,
+                    progress=progress if show else None,
                 )
             keep_empty = result.outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ERRORS)
         finally:
@@ -596,6 +678,8 @@ class _ScanRun:
             with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
                 sys.stderr.write(summary.to_text())
                 sys.stderr.flush()
+        if self.audit is not None:
+            self.audit.finish(summary)
         if reason is not None:
             log.error("stopped: %s", reason)
         if result.input_error is not None:
@@ -619,6 +703,14 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         instance_id = args.instance_id or os.environ.get("FLEETSCAN_INSTANCE_ID") or ""
         if not instance_id:
             raise UsageError("no instance: give --instance-id or set FLEETSCAN_INSTANCE_ID")
+    # Only what was given: the settings hold the defaults.
+    given: dict[str, Any] = {}
+    if args.address_budget is not None:
+        given["address_budget"] = args.address_budget
+    if getattr(args, "confirm_offline", False):
+        given["confirm_offline"] = True
+    if getattr(args, "source_address", None):
+        given["source_addresses"] = tuple(args.source_address)
     return ScanSettings(
         instance_id=instance_id,
         mode=args.mode,
@@ -626,6 +718,7 @@ def _settings(args: argparse.Namespace) -> ScanSettings:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         outage_timeout=args.outage_timeout,
+        **given,
         **_sharing(args),
     )
 

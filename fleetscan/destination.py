@@ -31,7 +31,14 @@ from typing import BinaryIO, cast
 
 from fleetscan.errors import UsageError
 
-__all__ = ["STDOUT", "OutputFile", "check_destinations", "mkstemp_whole", "write_atomically"]
+__all__ = [
+    "STDOUT",
+    "OutputFile",
+    "check_destinations",
+    "fsync_directory",
+    "mkstemp_whole",
+    "write_atomically",
+]
 
 # The name that means standard output wherever a destination file is taken.
 STDOUT = "-"
@@ -176,7 +183,7 @@ class OutputFile:
             os.chmod(self._tmp, 0o666 & ~umask)
         os.replace(self._tmp, name)
         self._committed = True
-        _fsync_directory(os.path.dirname(os.path.abspath(name)))
+        fsync_directory(os.path.dirname(os.path.abspath(name)))
 
     def close(self, *, keep_empty: bool) -> None:
         """Close the stream; commit a record-less new file only if ``keep_empty``."""
@@ -258,8 +265,8 @@ def write_atomically(name: str, data: bytes) -> None:
         out.close(keep_empty=True)
 
 
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
+def fsync_directory(directory: str) -> None:
+    """Makes a rename into ``directory`` durable; not every platform can open one."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -17,13 +17,18 @@ from fleetscan.errors import UsageError
 from fleetscan.limits import BATCH_SIZE, MODES, Mode
 
 __all__ = [
+    "DEFAULT_OFFLINE_SHARE",
     "STALE_BATCH_NOTE",
     "TPS_SHARE_WARNING",
     "Forecast",
     "forecast",
+    "forecast_lanes",
     "format_duration",
     "render_forecasts",
 ]
+
+# The share of IDs a batch answer says are offline, for --confirm-offline's forecast.
+DEFAULT_OFFLINE_SHARE = 0.2
 
 # Above this share of the instance's TPS spec, the forecast warns.
 TPS_SHARE_WARNING = 0.5
@@ -42,7 +47,8 @@ class Forecast:
     million transactions was not given.
     """
 
-    mode: Mode
+    # ``single``, ``batch``, or two lanes: ``hybrid``, ``batch+confirm``, ``hybrid+confirm``.
+    mode: str
     ids: int
     calls: int
     transactions: int
@@ -53,6 +59,69 @@ class Forecast:
     price_per_million: float | None = None
     cost: float | None = None
     warnings: tuple[str, ...] = ()
+
+    @property
+    def ids_per_second(self) -> float:
+        return self.ids / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def forecast_lanes(
+    ids: int,
+    *,
+    batch_rate: float,
+    single_rate: float,
+    hybrid: bool,
+    confirm: bool,
+    offline_share: float = DEFAULT_OFFLINE_SHARE,
+    instance_tps: float | None = None,
+    price_per_million: float | None = None,
+) -> Forecast:
+    """Forecast a scan with a batch lane at ``batch_rate`` calls/s beside single calls
+    at ``single_rate``: hybrid's single lane (``hybrid``), --confirm-offline's
+    confirmations of an ``offline_share`` of the batch's IDs (``confirm``), or both.
+
+    The batch lane waits for its confirmations, so it goes at most as fast as the single
+    calls can confirm; hybrid's single lane takes what the confirmations leave.
+
+    >>> f = forecast_lanes(11_340, batch_rate=96, single_rate=174, hybrid=True, confirm=False)
+    >>> (f.calls, round(f.ids_per_second))
+    (2700, 1134)
+    >>> round(forecast_lanes(8_700, batch_rate=96, single_rate=174, hybrid=True,
+    ...     confirm=True).ids_per_second)
+    870
+    """
+    if not confirm and not hybrid:
+        raise UsageError("two lanes need hybrid, --confirm-offline, or both")
+    if not 0.0 <= offline_share <= 1.0:
+        raise UsageError(f"--offline-share {offline_share:g}: a share within 0..1")
+    if not batch_rate > 0 or not single_rate > 0:
+        raise UsageError("each lane's rate must be positive")
+    share = offline_share if confirm else 0.0
+    # Batch calls/s the confirmations allow: each carries BATCH_SIZE*share of them.
+    batch = batch_rate if share == 0 else min(batch_rate, single_rate / (BATCH_SIZE * share))
+    spare = (single_rate - BATCH_SIZE * share * batch) if hybrid else 0.0
+    ids_per_s = BATCH_SIZE * batch + spare
+    duration = ids / ids_per_s
+    by_batch = ids * (BATCH_SIZE * batch / ids_per_s)
+    calls = math.ceil(by_batch / BATCH_SIZE) + round(ids - by_batch) + round(by_batch * share)
+    qps = batch + (BATCH_SIZE * share * batch + spare)
+    base = forecast(
+        ids, mode="single", qps=qps, instance_tps=instance_tps, price_per_million=price_per_million
+    )
+    label = ("hybrid" if hybrid else "batch") + ("+confirm" if confirm else "")
+    return Forecast(
+        mode=label,
+        ids=ids,
+        calls=calls,
+        transactions=calls,
+        qps=round(qps, 1),
+        duration_s=duration,
+        instance_tps=instance_tps,
+        tps_share=base.tps_share,
+        price_per_million=price_per_million,
+        cost=None if price_per_million is None else calls * price_per_million / 1e6,
+        warnings=base.warnings,
+    )
 
 
 def forecast(
@@ -131,6 +200,7 @@ def render_forecasts(forecasts: list[Forecast] | tuple[Forecast, ...]) -> str:
         ("API calls", [f"{f.calls:,}" for f in forecasts]),
         ("transactions", [f"{f.transactions:,}" for f in forecasts]),
         ("rate (calls/s = added TPS)", [f"{f.qps:g}" for f in forecasts]),
+        ("IDs/s", [f"{f.ids_per_second:,.0f}" for f in forecasts]),
         ("duration", [format_duration(f.duration_s) for f in forecasts]),
     ]
     if any(f.tps_share is not None for f in forecasts):
@@ -146,7 +216,7 @@ def render_forecasts(forecasts: list[Forecast] | tuple[Forecast, ...]) -> str:
         for label, values in rows
     ]
     notes = [f"warning ({f.mode}): {w}" for f in forecasts for w in f.warnings]
-    if any(f.mode == "batch" for f in forecasts):
+    if any(f.mode.startswith(("batch", "hybrid")) for f in forecasts):
         notes.append(f"note: {STALE_BATCH_NOTE}")
     notes.append(
         "note: only successful calls count as transactions; this assumes each succeeds once"

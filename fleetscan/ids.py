@@ -12,9 +12,17 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MAX_CLIENT_ID_LENGTH", "client_id_problem", "instance_id_problem"]
+__all__ = [
+    "MAX_CLIENT_ID_LENGTH",
+    "NO_GROUP",
+    "client_id_problem",
+    "group_of",
+    "instance_id_problem",
+]
 
 MAX_CLIENT_ID_LENGTH = 64
+# The group of an ID without ``@@@`` (an ``invalid`` one).
+NO_GROUP = "(none)"
 
 _GROUP = re.compile(r"GID[-_][A-Za-z0-9_-]{3,60}")
 _DEVICE = re.compile(r"[A-Za-z0-9_-]+")
@@ -48,6 +56,12 @@ def instance_id_problem(instance_id: str) -> str | None:
     if not _INSTANCE.fullmatch(instance_id):
         return "an instance ID has only letters, digits, '-' and '_' (e.g. mqtt-cn-...)"
     return None
+
+
+def group_of(client_id: str) -> str:
+    """The group of a client ID: the ``GID_...`` part before ``@@@``."""
+    group, sep, _ = client_id.partition("@@@")
+    return group if sep else NO_GROUP
 
 
 def _first_bad(part: str) -> str:

@@ -32,7 +32,7 @@ from typing import IO, BinaryIO
 import orjson
 
 from fleetscan.dedup import SeenSet
-from fleetscan.destination import mkstemp_whole
+from fleetscan.destination import fsync_directory, mkstemp_whole
 from fleetscan.errors import InputError
 from fleetscan.records import Record, Status
 
@@ -438,7 +438,7 @@ def _rewrite(name: str, instance_id: str | None, owns: Callable[[str], bool] | N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return scan
 
 
@@ -447,17 +447,3 @@ def _truncate(name: str, size: int) -> None:
         f.truncate(size)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -54,13 +54,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Protocol
 
 import aiohttp
 
 from fleetscan.errors import UsageError
 from fleetscan.limiter import RateLimiter, bucket_shape
 from fleetscan.limits import IP_SAFE_QPS, MAX_QPS, Mode
+from fleetscan.pacer import Pacer
 
 __all__ = [
     "ACCOUNT_PACE",
@@ -70,7 +70,6 @@ __all__ = [
     "AccountPacer",
     "AddressBudget",
     "CompositePacer",
-    "Pacer",
     "SendGuard",
     "admit_all",
     "check_address_budget",
@@ -86,16 +85,6 @@ ADDRESS_LIMIT = IP_SAFE_QPS
 DEFAULT_ADDRESS_BUDGET = 270
 # The arrival jitter the margins are sized for: a random 0-40 ms on the way.
 ARRIVAL_JITTER_S = 0.040
-
-
-class Pacer(Protocol):
-    """What the retry loop needs of a pacer (`RateLimiter` is one)."""
-
-    async def acquire(self) -> None: ...
-
-    def on_throttled(self) -> None: ...
-
-    def on_success(self) -> None: ...
 
 
 def worst_second(rate: float, jitter: float = ARRIVAL_JITTER_S) -> int:

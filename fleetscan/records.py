@@ -4,7 +4,8 @@
 
     {"client_id": "GID_x@@@d1", "instance_id": "mqtt-cn-…", "status": "online",
      "online": true, "checked_at": "2026-11-25T18:00:00.123Z",
-     "api": "QuerySessionByClientId", "request_id": "…", "attempts": 1, "error": null}
+     "api": "QuerySessionByClientId", "request_id": "…", "attempts": 1, "error": null,
+     "confirmed": false}
 
 ``status`` is ``online``, ``offline``, ``invalid`` or ``error``. The first three are
 final: ``--resume`` skips an ID that has one and queries ``error`` ones again.
@@ -53,6 +54,8 @@ class Record:
     request_id: str | None = None
     attempts: int = 0
     error: dict[str, Any] | None = None
+    # A batch answer said offline and the real-time API was asked again (--confirm-offline).
+    confirmed: bool = False
 
     @property
     def online(self) -> bool | None:
@@ -77,6 +80,7 @@ class Record:
             "request_id": self.request_id,
             "attempts": self.attempts,
             "error": self.error,
+            "confirmed": self.confirmed,
         }
 
     def to_json(self) -> bytes:

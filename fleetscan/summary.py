@@ -16,7 +16,26 @@ from fleetscan.estimate import TPS_SHARE_WARNING
 from fleetscan.records import rfc3339
 from fleetscan.window import SlidingWindow
 
-__all__ = ["ScanCounters", "ScanSummary"]
+__all__ = ["LaneCounters", "ScanCounters", "ScanSummary"]
+
+
+@dataclass(slots=True, kw_only=True)
+class LaneCounters:
+    """One lane's (one API's) attempts: what the emulator or the bill counts per API."""
+
+    calls_sent: int = 0
+    calls_succeeded: int = 0
+    calls_throttled: int = 0
+    # Attempts sent in the busiest sliding second (against the API's account limit).
+    sent_peak: SlidingWindow = field(default_factory=SlidingWindow)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "calls": self.calls_sent,
+            "billable": self.calls_succeeded,
+            "peak_per_second": self.sent_peak.peak,
+            "throttled": self.calls_throttled,
+        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -40,8 +59,14 @@ class ScanCounters:
     calls_failed: int = 0
     # Failed attempts that timed out: the server may have answered, and billed, them.
     calls_timed_out: int = 0
+    # IDs a batch answer said were offline, asked again in real time (--confirm-offline).
+    calls_confirm: int = 0
     # Successful calls in the busiest sliding second: the scan's peak TPS.
     success_peak: SlidingWindow = field(default_factory=SlidingWindow)
+    # Per API (lane), by the API's name.
+    lanes: dict[str, LaneCounters] = field(default_factory=dict)
+    # Per source address (--source-address), all APIs together.
+    addresses: dict[str, LaneCounters] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
@@ -75,6 +100,7 @@ class ScanSummary:
     calls_retried: int
     calls_failed: int
     calls_timed_out: int
+    calls_confirm: int
     billable_transactions: int
     average_tps: float
     peak_tps: int
@@ -90,6 +116,9 @@ class ScanSummary:
     shard: str | None = None
     shard_seed: str | None = None
     ids_other_shards: int = 0
+    # Per API and per source address: calls, billable, peak per sliding second, throttled.
+    lanes: dict[str, dict[str, int]] = field(default_factory=dict)
+    addresses: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -144,6 +173,7 @@ class ScanSummary:
             calls_retried=counters.calls_retried,
             calls_failed=counters.calls_failed,
             calls_timed_out=counters.calls_timed_out,
+            calls_confirm=counters.calls_confirm,
             billable_transactions=billable,
             # Over one second at least: the peak is the most in any one second, and a
             # sub-second scan's rate per second of its length would exceed it.
@@ -163,6 +193,8 @@ class ScanSummary:
             shard=shard,
             shard_seed=shard_seed,
             ids_other_shards=counters.other_shards,
+            lanes={api: lane.to_dict() for api, lane in counters.lanes.items()},
+            addresses={ip: part.to_dict() for ip, part in counters.addresses.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +230,11 @@ class ScanSummary:
                 if self.calls_timed_out
                 else ""
             ),
+            *(
+                [f"  confirmed {self.calls_confirm} batch-offline IDs asked again in real time"]
+                if self.calls_confirm
+                else []
+            ),
             f"  billing   {self.billable_transactions} transactions in "
             f"{self.duration_seconds:.1f} s; average {self.average_tps:g} TPS, "
             f"peak {self.peak_tps} TPS"
@@ -210,6 +247,13 @@ class ScanSummary:
                 f"; estimated cost {self.estimated_cost:.6g}"
                 if self.estimated_cost is not None
                 else ""
+            ),
+            *(
+                f"  {kind:<9} {name}: calls {part['calls']}, billable {part['billable']}, "
+                f"peak {part['peak_per_second']}/s, throttled {part['throttled']}"
+                for kind, parts in (("api", self.lanes), ("address", self.addresses))
+                if len(parts) > 1
+                for name, part in parts.items()
             ),
             f"  time      {rfc3339(self.started_at)} .. {rfc3339(self.ended_at)}",
         ]

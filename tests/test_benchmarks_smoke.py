@@ -169,3 +169,18 @@ def test_redis_pacer_benchmark(tmp_path: Path) -> None:
     one = figures["redis pacer redis, lease 1: round trips per permit (dropped)"]["data"]
     eight = figures["redis pacer redis, lease 8: round trips per permit (dropped)"]["data"]
     assert eight["per_permit"] < one["per_permit"]
+
+
+def test_audit_benchmark(tmp_path: Path) -> None:
+    document, _ = run_suite("audit", tmp_path)
+    figures = by_name(document)
+    diff = figures["diff: peak RSS and time, 2,000 + 2,000 records"]["data"]
+    # The generator's count of changes was checked against what the diff listed.
+    assert diff["changes"] > 100
+    assert diff["peak_mib"] > 0
+    assert diff["input_bytes"] > 2 * 2_000 * 100
+    history = figures["history: recording a night of 2,000 IDs"]["data"]
+    assert history["transitions"] > 0  # the second night changed 5% of the devices
+    assert history["first_seconds"] > 0
+    assert history["second_seconds"] > 0
+    assert history["db_bytes"] > 0

@@ -57,6 +57,7 @@ RECORD_KEYS = {
     "request_id",
     "attempts",
     "error",
+    "confirmed",
 }
 ROOMY = Limits(qps_single=5000, qps_batch=5000, ip_limit=0)
 INVALID = ["GID_bad@@@has space", "no-separator", "GID_a@@@b/c"]
@@ -189,6 +190,10 @@ def test_every_scan_option_parses() -> None:
             "--profile=work",
             "--mode=batch",
             "--qps=12.5",
+            "--address-budget=250",
+            "--confirm-offline",
+            "--source-address=127.0.0.2",
+            "--source-address=127.0.0.3",
             "--concurrency=7",
             "--max-attempts=3",
             "--timeout=2.5",
@@ -199,6 +204,8 @@ def test_every_scan_option_parses() -> None:
             "out.ndjson",
             "--summary=s.json",
             "--resume",
+            "--history=fleet.db",
+            "--metrics-file=fleetscan.prom",
             "--signature=v1",
             "--ca-bundle=ca.pem",
             "--instance-tps=2000",
@@ -221,6 +228,9 @@ def test_every_scan_option_parses() -> None:
         "profile": "work",
         "mode": "batch",
         "qps": 12.5,
+        "address_budget": 250.0,
+        "confirm_offline": True,
+        "source_address": ["127.0.0.2", "127.0.0.3"],
         "concurrency": 7,
         "max_attempts": 3,
         "timeout": 2.5,
@@ -230,6 +240,8 @@ def test_every_scan_option_parses() -> None:
         "output": "out.ndjson",
         "summary": "s.json",
         "resume": True,
+        "history": "fleet.db",
+        "metrics_file": "fleetscan.prom",
         "signature": "v1",
         "ca_bundle": "ca.pem",
         "instance_tps": 2000.0,
@@ -295,17 +307,30 @@ def test_qps_above_the_account_limit_is_refused_before_any_call(
     assert emu.stats().requests == 0
 
 
-def test_qps_above_300_warns_about_the_ip_block_and_scans(
+def test_qps_above_the_address_budget_warns_and_scans_at_the_budget(
     capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
 ) -> None:
     inputs = id_file(tmp_path, ids(20))
-    at_limit = cli(capsysbinary, *target(emu, inputs, "--qps", "300"))
-    assert at_limit.code == 0
-    assert "blocks a source IP" not in at_limit.err
+    at_budget = cli(capsysbinary, *target(emu, inputs, "--qps", "270"))
+    assert at_budget.code == 0
+    assert "--address-budget" not in at_budget.err
     over = cli(capsysbinary, *target(emu, inputs, "--qps", "400"))
     assert over.code == 0
-    assert "blocks a source IP that sends more than 300 calls/s" in over.err
+    assert "one source address carries at most 270 calls/s (--address-budget" in over.err
     assert len(over.records) == 20
+    raised = cli(capsysbinary, *target(emu, inputs, "--qps", "400", "--address-budget", "290"))
+    assert raised.code == 0
+    assert "at most 290 calls/s" in raised.err
+
+
+def test_an_address_budget_above_the_block_is_refused_before_any_call(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    run = cli(capsysbinary, *target(emu, id_file(tmp_path, ids(5)), "--address-budget", "301"))
+    assert run.code == 2
+    assert run.out == b""
+    assert "--address-budget must be above 0 and at most 300 calls/s" in run.err
+    assert emu.stats().requests == 0
 
 
 def test_resume_needs_an_output_file(
@@ -404,9 +429,9 @@ def test_the_summary_json_has_every_documented_key_and_the_emulators_counts(
     assert (summary["ids_error"], summary["ids_not_scanned"], summary["ids_resumed"]) == (0, 0, 0)
     assert summary["outcome"] == "completed"
     assert summary["abort_reason"] is None
-    assert (summary["mode"], summary["api"], summary["qps"]) == ("single", ACTION_SINGLE, 300)
+    assert (summary["mode"], summary["api"], summary["qps"]) == ("single", ACTION_SINGLE, 270)
     assert summary["instance_id"] == DEFAULT_INSTANCE_ID
-    assert 0 < summary["peak_tps"] <= 300
+    assert 0 < summary["peak_tps"] <= 270
     assert summary["instance_tps_share"] == pytest.approx(summary["peak_tps"] / 1000, abs=1e-4)
     assert summary["estimated_cost"] == pytest.approx(stats.successes * 2.5 / 1e6)
     assert summary["started_at"] <= summary["ended_at"]
@@ -673,8 +698,9 @@ def test_estimate_prints_both_modes_without_any_call(
     assert "IDs read 103, unique 98, duplicates 5, invalid 3, to query 95" in text
     assert re.search(r"mode\s+single\s+batch", text)
     assert re.search(r"API calls\s+95\s+10\b", text)
-    assert re.search(r"rate \(calls/s = added TPS\)\s+300\s+100", text)
-    assert re.search(r"share of instance TPS spec\s+30\.0%\s+10\.0%", text)
+    # Single: the address budget (270) under its pace (482); batch: its pace, 96.
+    assert re.search(r"rate \(calls/s = added TPS\)\s+270\s+96", text)
+    assert re.search(r"share of instance TPS spec\s+27\.0%\s+9\.6%", text)
     assert "cost" in text
     over = cli(capsysbinary, "estimate", inputs, "--mode", "batch", "--qps", "101")
     assert over.code == 2
@@ -933,3 +959,94 @@ def test_resume_says_what_it_repaired_on_stderr_and_in_the_summary(
     assert any(w.startswith(torn_note) for w in warnings), warnings
     assert any(w.startswith(dropped_note) for w in warnings), warnings
     assert set(by_id(parse_records(output.read_bytes()))) == set(valid)
+
+
+def test_hybrid_mode_writes_one_record_per_id_from_either_lane(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(300)
+    summary_file = tmp_path / "summary.json"
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, valid), "--mode", "hybrid"),
+        "--summary",
+        str(summary_file),
+    )
+    assert run.code == 0, run.err
+    records = by_id(run.records)
+    assert set(records) == set(valid)
+    assert {r["online"] for r in records.values()} <= {True, False}
+    assert {r["api"] for r in records.values()} <= {ACTION_SINGLE, ACTION_BATCH}
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["mode"] == "hybrid"
+    assert summary["qps"] == 270
+    assert summary["calls_succeeded"] == emu.stats().successes
+
+
+def test_two_source_addresses_are_two_ips_to_the_emulator_each_within_its_budget(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    valid = ids(200)
+    summary_file = tmp_path / "summary.json"
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, valid), "--address-budget", "40"),
+        "--source-address",
+        "127.0.0.2",
+        "--source-address",
+        "127.0.0.3",
+        "--summary",
+        str(summary_file),
+    )
+    assert run.code == 0, run.err
+    assert set(by_id(run.records)) == set(valid)
+    stats = emu.stats()
+    assert set(stats.ip_totals) == {"127.0.0.2", "127.0.0.3"}
+    for total in stats.ip_totals.values():
+        assert total.requests > 40  # both carried a share
+        assert total.max_requests_1s <= 40 + 2  # the budget, give or take arrival jitter
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["qps"] == 80
+    addresses = summary["addresses"]
+    for address, total in stats.ip_totals.items():
+        assert addresses[address]["calls"] == total.requests
+        # Counted as each attempt ends: the answers' jitter may bunch one or two more.
+        assert addresses[address]["peak_per_second"] <= 40 + 2
+
+
+def test_a_source_address_the_host_does_not_have_is_refused_before_any_call(
+    capsysbinary: pytest.CaptureFixture[bytes], emu: ThreadedEmulator, tmp_path: Path
+) -> None:
+    run = cli(
+        capsysbinary,
+        *target(emu, id_file(tmp_path, ids(5)), "--source-address", "192.0.2.1"),
+    )
+    assert run.code == 2
+    assert run.out == b""
+    assert "192.0.2.1: cannot send from it" in run.err
+    assert emu.stats().requests == 0
+
+
+def test_estimate_forecasts_the_two_lane_modes_for_the_addresses_given(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
+) -> None:
+    inputs = id_file(tmp_path, ids(100_000))
+    one = cli(capsysbinary, "estimate", inputs)
+    assert one.code == 0, one.err
+    text = one.out.decode()
+    assert re.search(r"mode\s+single\s+batch\s+batch\+confirm\s+hybrid\s+hybrid\+confirm", text)
+    assert re.search(r"IDs/s\s+270\s+960\s+870\s+1,134\s+870\b", text)
+    assert one.err == ""  # no warning at the defaults
+    two = cli(
+        capsysbinary,
+        "estimate",
+        inputs,
+        "--source-address",
+        "127.0.0.2",
+        "--source-address",
+        "127.0.0.3",
+        "--offline-share",
+        "0.1",
+    )
+    assert two.code == 0, two.err
+    assert re.search(r"IDs/s\s+482\s+960\s+960\s+1,404\s+1,308\b", two.out.decode())

@@ -369,7 +369,7 @@ def test_the_settings_refuse_a_rate_above_the_account_limit(mode: Any, qps: int)
         f"{SINGLE_API if mode == 'single' else BATCH_API} allows an account"
     )
     # An account (or an emulator) with a raised limit says so.
-    assert ScanSettings(instance_id=INSTANCE, mode=mode, qps=qps, account_qps=qps).rate == qps
+    assert ScanSettings(instance_id=INSTANCE, mode=mode, qps=qps, account_qps=qps).api_rate == qps
 
 
 @pytest.mark.parametrize("instance_id", ["", "mqtt cn x", "mqtt-cn-x;rm", "-leading"])
@@ -390,11 +390,16 @@ def test_the_settings_refuse_more_calls_in_flight_than_the_command_allows() -> N
         ScanSettings(instance_id=INSTANCE, concurrency=1001)
 
 
-def test_the_settings_warn_above_the_per_ip_limit() -> None:
-    assert ScanSettings(instance_id=INSTANCE, qps=300).warnings == ()
-    (warning,) = ScanSettings(instance_id=INSTANCE, qps=400).warnings
-    assert "blocks a source IP that sends more than 300 calls/s" in warning
+def test_the_settings_warn_when_the_address_budget_holds_the_rate() -> None:
+    assert ScanSettings(instance_id=INSTANCE, qps=270).warnings == ()
+    held = ScanSettings(instance_id=INSTANCE, qps=400)
+    (warning,) = held.warnings
+    assert "one source address carries at most 270 calls/s" in warning
+    assert (held.api_rate, held.rate) == (400, 270)
     assert ScanSettings(instance_id=INSTANCE, mode="batch").warnings == ()
+    assert ScanSettings(instance_id=INSTANCE, qps=400, address_budget=300).warnings
+    with pytest.raises(UsageError, match=r"^--address-budget must be above 0 and at most 300"):
+        ScanSettings(instance_id=INSTANCE, address_budget=301)
 
 
 # --- lanes and sinks -----------------------------------------------------------------------

@@ -137,3 +137,24 @@ def test_forecast_is_a_frozen_value() -> None:
 
 def test_doctests() -> None:
     assert doctest.testmod(fleetscan.estimate).failed == 0
+
+
+def test_two_lane_forecasts_follow_the_lane_rates() -> None:
+    from fleetscan.estimate import forecast_lanes
+
+    one = {"batch_rate": 96.0, "single_rate": 174.0}
+    hybrid = forecast_lanes(113_400, hybrid=True, confirm=False, **one)
+    assert round(hybrid.ids_per_second) == 1134
+    assert hybrid.calls == 9_600 + 17_400
+    # One address, 20% offline: the confirmations (2 a batch call) take all 174/s
+    # single calls and hold batch at 87/s.
+    confirming = forecast_lanes(87_000, hybrid=False, confirm=True, offline_share=0.2, **one)
+    assert round(confirming.ids_per_second) == 870
+    assert confirming.calls == 8_700 + 17_400
+    two = forecast_lanes(
+        121_200, batch_rate=96, single_rate=444, hybrid=True, confirm=True, offline_share=0.2
+    )
+    assert round(two.ids_per_second) == 1212
+    assert two.mode == "hybrid+confirm"
+    with pytest.raises(UsageError, match="offline-share"):
+        forecast_lanes(10, hybrid=True, confirm=True, offline_share=1.5, **one)

@@ -30,11 +30,11 @@ from fleetscan.emulator import (
 from fleetscan.engine import Scanner, ScanSettings
 from fleetscan.limiter import RateLimiter
 from fleetscan.limits import BATCH_API, SINGLE_API, Mode
+from fleetscan.pacer import Pacer
 from fleetscan.pacing import (
     AccountPacer,
     AddressBudget,
     CompositePacer,
-    Pacer,
     lane_rates,
 )
 
@@ -132,3 +132,36 @@ async def test_at_a_small_scale_today_s_limiters_side_by_side_get_the_address_bl
     )
     stats = result["stats"]
     assert sum(a.blocked for a in stats.actions.values()) > 0
+
+
+async def test_a_scan_s_default_pacing_is_its_address_budget_over_the_api_s_account_pace() -> None:
+    # No pacer given: the settings' address budget (60 here, block at 66) composed with
+    # the single API's account pace (482), through the jitter proxy.
+    async with run_emulator(SMALL) as emu:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        proxy = asyncio.create_task(serve_proxy("127.0.0.1", emu.port, max_delay=0.04, ready=ready))
+        endpoint = f"http://127.0.0.1:{await ready}/"
+        try:
+            async with connect(
+                instance_id=DEFAULT_INSTANCE_ID, credentials=DEMO, endpoint=endpoint
+            ) as client:
+                settings = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, address_budget=60)
+                scanner = Scanner(client=client, settings=settings)
+                outcome = await scanner.run(ids(150), emit=lambda record: None)
+        finally:
+            proxy.cancel()
+            await asyncio.gather(proxy, return_exceptions=True)
+        stats = emu.stats()
+    assert outcome == "completed"
+    assert scanner.counters.online + scanner.counters.offline == 150
+    pacer = scanner.pacer
+    assert isinstance(pacer, CompositePacer)
+    address, account = pacer.pacers
+    assert isinstance(address, AddressBudget)
+    assert address.budget == 60
+    assert isinstance(account, AccountPacer)
+    assert account.current_rate == 482
+    (address_stats,) = stats.ip_totals.values()
+    assert address_stats.max_requests_1s <= 66
+    assert sum(a.blocked + a.throttled for a in stats.actions.values()) == 0

@@ -592,8 +592,14 @@ async def test_leaving_the_library_loop_early_stops_the_scan(closing: str) -> No
 def test_settings_default_from_the_mode() -> None:
     single = ScanSettings(instance_id="i")
     batch = ScanSettings(instance_id="i", mode="batch")
-    assert (single.rate, single.api, single.workers) == (300, SINGLE_API, 151)
-    assert (batch.rate, batch.api) == (100, BATCH_API)
+    # The single default: its account pace (482) within the address budget (270).
+    assert (single.api_rate, single.rate, single.api, single.workers) == (
+        482,
+        270,
+        SINGLE_API,
+        136,
+    )
+    assert (batch.api_rate, batch.rate, batch.api) == (96, 96, BATCH_API)
     assert ScanSettings(instance_id="i", qps=10, concurrency=3).workers == 3
     assert default_concurrency(10) == 16
     assert single.grace_seconds == settings_module.DEFAULT_GRACE_SECONDS

@@ -72,6 +72,20 @@ def test_limiter_settings_never_show_the_url_and_refuse_bad_values() -> None:
         LimiterSettings(url="redis://h:1/0", address_group=" ")
 
 
+def test_the_shared_limiter_is_refused_with_two_lanes_or_several_addresses() -> None:
+    # One shared pacer for one lane from one address is what is wired so far: a hybrid
+    # or confirming scan would otherwise pace its second lane alone.
+    limiter = LimiterSettings(url="redis://127.0.0.1:6379/0")
+    for extra in (
+        {"mode": "hybrid"},
+        {"mode": "batch", "confirm_offline": True},
+        {"source_addresses": ("127.0.0.2",)},
+    ):
+        with pytest.raises(UsageError, match="--limiter does not yet work"):
+            ScanSettings(instance_id="mqtt-cn-x", limiter=limiter, **extra)  # type: ignore[arg-type]
+    ScanSettings(instance_id="mqtt-cn-x", limiter=limiter, mode="batch")
+
+
 @pytest.mark.parametrize(
     ("options", "says"),
     [

@@ -25,6 +25,7 @@ if typing.TYPE_CHECKING:
         ScanSettings,
         checked_rate,
         default_concurrency,
+        default_rate,
         rate_warnings,
     )
     from fleetscan.engine.shared import LimiterSettings
@@ -48,6 +49,7 @@ _EXPORTS = {
     "ThreadFeed": "fleetscan.engine.feed",
     "checked_rate": "fleetscan.engine.settings",
     "default_concurrency": "fleetscan.engine.settings",
+    "default_rate": "fleetscan.engine.settings",
     "outcome_of": "fleetscan.engine.outcome",
     "rate_warnings": "fleetscan.engine.settings",
     "scan": "fleetscan.engine.library",
@@ -73,6 +75,7 @@ __all__ = [
     "ThreadFeed",
     "checked_rate",
     "default_concurrency",
+    "default_rate",
     "outcome_of",
     "rate_warnings",
     "scan",

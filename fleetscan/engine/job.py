@@ -33,10 +33,17 @@ from typing import Literal, Protocol
 
 import aiohttp
 
-from fleetscan.client import DEFAULT_TIMEOUT, connect, endpoint_for_region, open_session
+from fleetscan.client import (
+    DEFAULT_TIMEOUT,
+    connect,
+    endpoint_for_region,
+    make_ssl_context,
+    open_session,
+)
 from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.outcome import Outcome, outcome_of
+from fleetscan.engine.pacers import Route
 from fleetscan.engine.scanner import Scanner
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.shared import egress_address, shared_pacers
@@ -44,7 +51,9 @@ from fleetscan.errors import ApiError, FleetscanError, LimiterLostError, UsageEr
 from fleetscan.outage import OutageOver
 from fleetscan.output import FLUSH_INTERVAL, ResumeState
 from fleetscan.pacer import Pacer
+from fleetscan.pacing import AddressBudget
 from fleetscan.sink import Sink, Tee
+from fleetscan.source_address import make_connector
 from fleetscan.summary import ScanCounters, ScanSummary
 
 __all__ = ["ProgressHook", "ScanJob", "ScanResult", "Target"]
@@ -264,7 +273,7 @@ class ScanJob:
                 limiter,
                 access_key_id=account,
                 address=address,
-                rates=[(self.settings.api, self.settings.rate)],
+                rates=[(self.settings.api, self.settings.api_rate)],
                 ca_bundle=target.ca_bundle,
             )
         )
@@ -308,11 +317,12 @@ class ScanJob:
         sink: Sink = sinks[0] if len(sinks) == 1 else Tee(sinks)
         try:
             await self.prepare()
-            async with self._session() as session:
+            async with self._session() as session, self._routes() as routes:
                 scanner = self.scanner = Scanner(
                     client=session,
                     settings=self.settings,
                     pacer=self.pacer,
+                    routes=routes,
                     seen=resume.seen if resume is not None else None,
                     counters=self.counters,
                 )
@@ -416,6 +426,42 @@ class ScanJob:
             session=http,
         ) as client:
             yield client
+
+    @contextlib.asynccontextmanager
+    async def _routes(self) -> AsyncIterator[tuple[Route, ...]]:
+        """One session per source address (``--source-address``), bound to it, with the
+        address's budget at the wire; none without addresses or with a given session."""
+        addresses = self.settings.source_addresses
+        if not addresses or self.session is not None:
+            yield ()
+            return
+        target = self.target
+        context = make_ssl_context(target.ca_bundle)
+        routes: list[Route] = []
+        async with contextlib.AsyncExitStack() as stack:
+            for address in addresses:
+                budget = AddressBudget(self.settings.address_budget, address=address)
+                http = await stack.enter_async_context(
+                    aiohttp.ClientSession(
+                        connector=make_connector(address, ssl_context=context, limit=0),
+                        trace_configs=[budget.trace_config()],
+                    )
+                )
+                client = await stack.enter_async_context(
+                    connect(
+                        instance_id=self.settings.instance_id,
+                        credentials=target.credentials,
+                        region=target.region,
+                        endpoint=target.endpoint,
+                        profile=target.profile,
+                        signature=target.signature,
+                        attempt_timeout=target.attempt_timeout,
+                        ca_bundle=target.ca_bundle,
+                        session=http,
+                    )
+                )
+                routes.append(Route(client, budget))
+            yield tuple(routes)
 
     @contextlib.contextmanager
     def _gc_frozen(self) -> Iterator[None]:

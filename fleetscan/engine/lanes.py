@@ -233,13 +233,14 @@ class SingleLane(Lane[SingleSession]):
             feed.free()
             await self.scan(client_id)
 
-    async def scan(self, client_id: str) -> None:
+    async def scan(self, client_id: str, *, spent: int = 0, confirm: bool = False) -> None:
         """Ask about one ID and record the answer; again after an outage took it.
 
-        Its record counts the attempts of every call it took, as a batch's does.
+        Its record counts the attempts of every call it took, as a batch's does
+        (``spent``: those of a batch call before, when it ``confirm``s the batch's
+        offline answer: the record then says ``confirmed``).
         """
         session = self.session
-        spent = 0
         while True:
             try:
                 answer, attempts = await self._call(lambda: session.query_session(client_id))
@@ -254,9 +255,19 @@ class SingleLane(Lane[SingleSession]):
                 self.recorder.error(client_id, exc, SINGLE_API, spent)
             else:
                 self.recorder.status(
-                    client_id, answer.online, SINGLE_API, answer.request_id, spent + attempts
+                    client_id,
+                    answer.online,
+                    SINGLE_API,
+                    answer.request_id,
+                    spent + attempts,
+                    confirmed=confirm,
                 )
             return
+
+    async def confirm(self, client_id: str, spent: int) -> None:
+        """Ask again in real time about an ID a batch answer said was offline, and
+        write its record from this answer (an error if it fails: --resume asks again)."""
+        await self.scan(client_id, spent=spent, confirm=True)
 
 
 class BatchLane(Lane[BatchSession]):
@@ -269,6 +280,9 @@ class BatchLane(Lane[BatchSession]):
 
     api = BATCH_API
     size = BATCH_SIZE
+    # With --confirm-offline: asks the real-time API about an ID this lane found
+    # offline (`SingleLane.confirm`), which writes its record.
+    confirm: Callable[[str, int], Awaitable[None]] | None = None
 
     @property
     def consumers(self) -> int:
@@ -358,12 +372,22 @@ class BatchLane(Lane[BatchSession]):
             return
         spent += attempts
         missing = []
+        offline = []
+        confirm = self.confirm
         for client_id in batch:
             online = answer.statuses.get(client_id)
             if online is None:
                 missing.append(client_id)
+            elif not online and confirm is not None:
+                offline.append(client_id)
             else:
                 self.recorder.status(client_id, online, BATCH_API, answer.request_id, spent)
+        if offline and confirm is not None:
+            # The batch's answer comes from a cache: its offline ones are asked again,
+            # in real time, before their records are written. The worker waits for them,
+            # so the batch lane slows to what the single lane can confirm.
+            self.recorder.counters.calls_confirm += len(offline)
+            await asyncio.gather(*(confirm(client_id, spent) for client_id in offline))
         if missing and repeat and not self.control.stopping:
             await self.scan(missing, spent=spent, repeat=False)
         elif missing:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Literal
 
 from fleetscan.client import DEFAULT_TIMEOUT
 from fleetscan.credentials import Credentials, CredentialsProvider
 from fleetscan.engine.job import ScanJob, ScanResult, Target
 from fleetscan.engine.outcome import Outcome
-from fleetscan.engine.settings import ScanSettings
+from fleetscan.engine.settings import ScanMode, ScanSettings
 from fleetscan.engine.shared import LimiterSettings
-from fleetscan.limits import Mode
+from fleetscan.pacing import DEFAULT_ADDRESS_BUDGET
 from fleetscan.records import Record
 from fleetscan.retry import DEFAULT_MAX_ATTEMPTS, RetryPolicy
 from fleetscan.shard import Shard
@@ -28,7 +28,7 @@ async def scan(
     endpoint: str | None = None,
     credentials: Credentials | CredentialsProvider | None = None,
     profile: str | None = None,
-    mode: Mode = "single",
+    mode: ScanMode = "single",
     qps: float | None = None,
     concurrency: int | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -37,6 +37,9 @@ async def scan(
     ca_bundle: str | None = None,
     shard: Shard | None = None,
     limiter: LimiterSettings | None = None,
+    address_budget: float = DEFAULT_ADDRESS_BUDGET,
+    confirm_offline: bool = False,
+    source_addresses: Sequence[str] = (),
 ) -> AsyncGenerator[Record, None]:
     """Scan ``client_ids`` and yield one `Record` per unique ID as answers arrive.
 
@@ -59,6 +62,9 @@ async def scan(
         retry=RetryPolicy(max_attempts=max_attempts),
         shard=shard,
         limiter=limiter,
+        address_budget=address_budget,
+        confirm_offline=confirm_offline,
+        source_addresses=tuple(source_addresses),
     )
     target = Target(
         region=region,

@@ -31,7 +31,14 @@ class Recorder:
         self.clock = clock
 
     def status(
-        self, client_id: str, online: bool, api: str, request_id: str | None, attempts: int
+        self,
+        client_id: str,
+        online: bool,
+        api: str,
+        request_id: str | None,
+        attempts: int,
+        *,
+        confirmed: bool = False,
     ) -> None:
         if online:
             self.counters.online += 1
@@ -46,6 +53,7 @@ class Recorder:
                 api=api,
                 request_id=request_id,
                 attempts=attempts,
+                confirmed=confirmed,
             )
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,16 +27,18 @@ from fleetscan.dedup import SeenSet
 from fleetscan.engine.admit import Admission
 from fleetscan.engine.control import Control
 from fleetscan.engine.feed import Feed, ThreadFeed
-from fleetscan.engine.lanes import LANES, Lane, Session
+from fleetscan.engine.lanes import LANES, BatchLane, Lane, Session, SingleLane
 from fleetscan.engine.outcome import Outcome, outcome_of
+from fleetscan.engine.pacers import Route, account_pacer, default_pacer, lane_pacers
 from fleetscan.engine.recorder import Recorder
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.stats import CallStats
 from fleetscan.engine.warmup import WarmUpGate
 from fleetscan.errors import ApiError, LimiterLostError
-from fleetscan.limiter import RateLimiter
+from fleetscan.limits import Mode
 from fleetscan.outage import OutageBreaker, OutageOver, RetryBudget
 from fleetscan.pacer import Pacer
+from fleetscan.pacing import CompositePacer
 from fleetscan.records import Record
 from fleetscan.summary import ScanCounters
 
@@ -53,7 +55,8 @@ class Scanner:
         print(scanner.counters.online, scanner.counters.calls_succeeded)
 
     ``emit`` is called once per unique ID, on the event loop, as results arrive. The
-    pacer defaults to a `RateLimiter` at the settings' rate, built in the running loop;
+    pacer defaults to the settings' address budget composed with the API's account
+    pacer (`fleetscan.engine.pacers`), built in the running loop;
     the retry budget and the outage breaker (`fleetscan.outage`) to the scan's own.
     """
 
@@ -69,10 +72,25 @@ class Scanner:
         monotonic: Callable[[], float] = time.monotonic,
         budget: RetryBudget | None = None,
         breaker: OutageBreaker | None = None,
+        lane_pacers: Mapping[Mode, Pacer] | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
+        if settings.two_lanes and pacer is not None:
+            raise ValueError(
+                "a scan with two lanes (hybrid, --confirm-offline) paces each: give "
+                "lane_pacers, not pacer"
+            )
         self.client = client
         self.settings = settings
         self.pacer = pacer
+        # Hybrid: each lane's pacer, by its API's mode (default: `lane_pacers`).
+        self.lane_pacers = lane_pacers
+        # Several source addresses: each its client and budget, and lanes of its own
+        # on the one admission queue (an ID goes to whichever worker is free); the
+        # account pacers are shared by all.
+        if routes and (pacer is not None or lane_pacers is not None):
+            raise ValueError("routes pace each address from the settings: no pacer with them")
+        self.routes = tuple(routes)
         self.seen = seen if seen is not None else SeenSet()
         self.counters = counters if counters is not None else ScanCounters()
         self.clock = clock
@@ -135,8 +153,13 @@ class Scanner:
         settings = self.settings
         control = self.control
         counters = self.counters
-        if self.pacer is None:
-            self.pacer = RateLimiter(settings.rate)
+        if self.routes:
+            pass
+        elif settings.two_lanes:
+            if self.lane_pacers is None:
+                self.lane_pacers = lane_pacers(settings)
+        elif self.pacer is None:
+            self.pacer = default_pacer(settings)
         recorder = Recorder(
             instance_id=settings.instance_id, counters=counters, emit=emit, clock=self.clock
         )
@@ -147,7 +170,7 @@ class Scanner:
             on_invalid=recorder.invalid,
             owns=shard.owns if shard is not None else None,
         ).admit
-        lanes = self._lanes(self.pacer, recorder)
+        lanes = self._lanes(recorder)
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         consumers = sum(lane.consumers for lane in lanes)
 
@@ -192,25 +215,62 @@ class Scanner:
             raise self.input_error
         return self.outcome
 
-    def _lanes(self, pacer: Pacer, recorder: Recorder) -> tuple[Lane[Any], ...]:
-        """The lane of the settings' mode. Lanes share the scan's warm-up gate (one
-        connection pool warms up once), its stop and its counters."""
+    def _lanes(self, recorder: Recorder) -> tuple[Lane[Any], ...]:
+        """The lane of the settings' mode, or hybrid's two (batch first: its batcher
+        and the single workers read one admission queue, so an ID goes to whichever
+        is free). Lanes share the scan's warm-up gate (one connection pool warms up
+        once), its stop and its counters; each counts its own API too."""
         settings = self.settings
         gate = WarmUpGate()
-        stats = CallStats(self.counters, monotonic=self.monotonic)
-        lane = LANES[settings.mode](
-            session=self.client,
-            pacer=pacer,
-            workers=settings.workers,
-            retry=settings.retry,
-            control=self.control,
-            gate=gate,
-            recorder=recorder,
-            stats=stats,
-            budget=self.budget,
-            breaker=self.breaker,
-        )
-        return (lane,)
+        plan: list[tuple[Session, dict[Mode, Pacer], str | None]] = []
+        if self.routes:
+            accounts = {
+                mode: account_pacer(settings, mode, rate)
+                for mode, rate in settings.lane_rates.items()
+            }
+            for route in self.routes:
+                paced: dict[Mode, Pacer] = {
+                    mode: CompositePacer(route.budget, account)
+                    for mode, account in accounts.items()
+                }
+                plan.append((route.client, paced, route.budget.address))
+        elif settings.two_lanes:
+            assert self.lane_pacers is not None
+            plan.append((self.client, dict(self.lane_pacers), None))
+        else:
+            assert self.pacer is not None
+            plan.append((self.client, {settings.lane_mode: self.pacer}, None))
+        lanes: list[Lane[Any]] = []
+        for client, pacers, address in plan:
+            mine: dict[str, Lane[Any]] = {}
+            for mode in ("batch", "single"):
+                if mode not in pacers:
+                    continue
+                kind = LANES[mode]
+                mine[mode] = kind(
+                    session=client,
+                    pacer=pacers[mode],
+                    # Batch confirming: the single lane only confirms, reads no IDs.
+                    workers=0
+                    if mode == "single" and settings.mode == "batch"
+                    else settings.lane_workers(mode),
+                    retry=settings.retry,
+                    control=self.control,
+                    gate=gate,
+                    recorder=recorder,
+                    stats=CallStats(
+                        self.counters, monotonic=self.monotonic, api=kind.api, address=address
+                    ),
+                    budget=self.budget,
+                    breaker=self.breaker,
+                )
+            if settings.confirm_offline:
+                batch, single = mine["batch"], mine["single"]
+                assert isinstance(batch, BatchLane)
+                assert isinstance(single, SingleLane)
+                batch.confirm = single.confirm  # confirmed from the same address
+            lanes.extend(mine.values())
+        return tuple(lanes)
 
     async def _drain(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         """Cancel workers with nothing on the wire at once; give the others the grace

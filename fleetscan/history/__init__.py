@@ -1,0 +1,19 @@
+"""Fleet state between scans, in SQLite: what each device answered, since when.
+
+- `schema`: the tables, ``PRAGMA user_version`` and the migrations.
+- `recorder`: `HistoryRecorder` writes a scan's records from a thread of its own;
+  `HistorySink` is it as one of the scan's sinks.
+- `queries`: offline devices, changes, per-group online share, scans.
+"""
+
+from fleetscan.history.recorder import HistoryRecorder, HistorySink, ScanRow
+from fleetscan.history.schema import SCHEMA_VERSION, HistoryError, open_database
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HistoryError",
+    "HistoryRecorder",
+    "HistorySink",
+    "ScanRow",
+    "open_database",
+]
