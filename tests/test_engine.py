@@ -397,6 +397,8 @@ def test_the_settings_warn_when_the_address_budget_holds_the_rate() -> None:
     assert "one source address carries at most 270 calls/s" in warning
     assert (held.api_rate, held.rate) == (400, 270)
     assert ScanSettings(instance_id=INSTANCE, mode="batch").warnings == ()
+    # The default rate is meant to be held by the budget: nothing to warn of.
+    assert ScanSettings(instance_id=INSTANCE).warnings == ()
     assert ScanSettings(instance_id=INSTANCE, qps=400, address_budget=300).warnings
     with pytest.raises(UsageError, match=r"^--address-budget must be above 0 and at most 300"):
         ScanSettings(instance_id=INSTANCE, address_budget=301)

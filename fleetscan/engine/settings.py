@@ -270,6 +270,9 @@ class ScanSettings:
         """What the user should hear before the scan starts (the address budget)."""
         if self.limiter is not None:
             return ()  # the shared address budget keeps each address under the limit
-        if self.mode == HYBRID or self.api_rate <= self.address_budget * self.addresses:
+        # Only a rate asked for is worth a word: the default is meant to be capped.
+        if self.qps is None or self.mode == HYBRID:
+            return ()
+        if self.api_rate <= self.address_budget * self.addresses:
             return ()
         return rate_warnings(self.lane_mode, self.api_rate, self.address_budget)
