@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from log_capture import logs  # noqa: F401 - every log line at DEBUG, for the secrets tests
 from redis_fixtures import redis_server  # noqa: F401 - a real redis-server, for its tests
 from virtual_loop import VirtualLoop
 

@@ -10,7 +10,6 @@ any error the client raises, even when a server or proxy echoes the request back
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import ssl
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from log_capture import Everything
 
 from fleetscan import cli, progress
 from fleetscan.cli import main
@@ -72,40 +72,6 @@ def emu() -> Iterator[ThreadedEmulator]:
     )
     with run_emulator_in_thread(config) as emulator:
         yield emulator
-
-
-class Everything(logging.Handler):
-    """Every record of every logger, formatted with its exception, if any."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Everything]:
-    handler = Everything()
-    loggers = [logging.getLogger(), logging.getLogger("fleetscan")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    configure = cli._configure_logging
-
-    def configure_then_debug(*, quiet: bool) -> None:
-        # The CLI sets its logger's level; keep DEBUG so every line is rendered.
-        configure(quiet=quiet)
-        logging.getLogger("fleetscan").setLevel(logging.DEBUG)
-
-    monkeypatch.setattr(cli, "_configure_logging", configure_then_debug)
-    yield handler
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ import aiohttp
 import orjson
 import pytest
 from emulator_fixtures import START, SleepRecorder, ids
+from log_capture import Everything
 
-from fleetscan import cli
 from fleetscan.cli import main
 from fleetscan.client import OnsMqttClient
 from fleetscan.credentials import (
@@ -371,39 +371,6 @@ def test_oidc_comes_before_the_cli_profile(
 
 
 # --- refusals: exit 3, and no secret anywhere ------------------------------------------------
-
-
-class Everything(logging.Handler):
-    """Every record of every logger, formatted with its exception, if any."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Everything]:
-    handler = Everything()
-    loggers = [logging.getLogger(), logging.getLogger("fleetscan")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    configure = cli._configure_logging
-
-    def configure_then_debug(*, quiet: bool) -> None:
-        configure(quiet=quiet)
-        logging.getLogger("fleetscan").setLevel(logging.DEBUG)
-
-    monkeypatch.setattr(cli, "_configure_logging", configure_then_debug)
-    yield handler
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def _bad_oidc_token(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
