@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from fleetscan.credentials import Credentials
     from fleetscan.destination import OutputFile
     from fleetscan.engine import ScanJob, ScanSettings, Target
+    from fleetscan.estimate import OfflineShare
     from fleetscan.output import RecordWriter
 
 __all__ = [
@@ -248,9 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument(
         "--offline-share",
         type=_share,
-        default=0.2,
         metavar="X",
-        help="the share of IDs batch finds offline, for --confirm-offline's forecast (default 0.2)",
+        help="the share of IDs batch finds offline, for --confirm-offline's forecast "
+        "(default: the share in --previous FILE, else 0.2)",
+    )
+    estimate.add_argument(
+        "--previous",
+        metavar="FILE",
+        help="the output of the last scan (the -o FILE a --resume continues): its share "
+        "of offline records is the default --offline-share",
     )
     estimate.set_defaults(handler=_run_estimate)
 
@@ -449,6 +456,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
             for warning in rate_warnings(args.mode, rates[args.mode], budget):
                 log.warning("%s", warning)
     rates = {mode: min(rate, budget * addresses) for mode, rate in rates.items()}
+    share = _offline_share(args)  # before the inputs: a bad file is refused at once
     rows = read_client_ids(args.inputs, column=args.column, stdin=_stdin(), encoding=args.encoding)
     # The scan's own admission (dedup, validation, counting): the numbers agree with it.
     counters = tally(row.client_id for row in rows)
@@ -473,7 +481,7 @@ def _run_estimate(args: argparse.Namespace) -> int:
             single_rate=lanes["single"],
             hybrid=hybrid,
             confirm=confirm,
-            offline_share=args.offline_share,
+            offline_share=share.value,
             instance_tps=args.instance_tps,
             price_per_million=args.price_per_million,
         )
@@ -484,9 +492,29 @@ def _run_estimate(args: argparse.Namespace) -> int:
         f"IDs read {counters.read}, unique {counters.unique}, "
         f"duplicates {counters.duplicates}, invalid {counters.invalid}, to query {valid}\n\n"
     )
+    if lanes["single"] > 0:
+        sys.stdout.write(f"--confirm-offline: {share.describe()}\n\n")
     sys.stdout.write(render_forecasts(forecasts))
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _offline_share(args: argparse.Namespace) -> OfflineShare:
+    """--offline-share if given, else the share in --previous FILE, else the default."""
+    from fleetscan.estimate import OfflineShare
+    from fleetscan.output import count_records
+
+    if args.offline_share is not None:
+        return OfflineShare(value=args.offline_share, given=True)
+    if args.previous is None:
+        return OfflineShare()
+    counts = count_records(args.previous)
+    return OfflineShare.of_records(
+        source=args.previous,
+        online=counts.online,
+        offline=counts.offline,
+        confirmed_online=counts.confirmed_online,
+    )
 
 
 def _stdin() -> BinaryIO:

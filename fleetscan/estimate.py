@@ -21,6 +21,7 @@ __all__ = [
     "STALE_BATCH_NOTE",
     "TPS_SHARE_WARNING",
     "Forecast",
+    "OfflineShare",
     "forecast",
     "forecast_lanes",
     "format_duration",
@@ -29,6 +30,48 @@ __all__ = [
 
 # The share of IDs a batch answer says are offline, for --confirm-offline's forecast.
 DEFAULT_OFFLINE_SHARE = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineShare:
+    """The offline share a --confirm-offline forecast assumes, and where it came from.
+
+    ``source`` is the scan output it was counted from (``records``: its online and
+    offline records), or None: given (``given``) or the default.
+    """
+
+    value: float = DEFAULT_OFFLINE_SHARE
+    source: str | None = None
+    records: int = 0
+    given: bool = False
+
+    @classmethod
+    def of_records(
+        cls, *, source: str, online: int, offline: int, confirmed_online: int = 0
+    ) -> OfflineShare:
+        """The share a previous scan's records show: the IDs the batch found offline
+        (``offline``, and ``confirmed_online``: said offline by the batch, online in
+        real time) among its ``online`` + ``offline`` records; the default when none.
+
+        >>> OfflineShare.of_records(source="last.ndjson", online=69, offline=31).describe()
+        'offline share 0.31, from last.ndjson (100 records)'
+        """
+        records = online + offline
+        if records == 0:
+            return cls(source=source)
+        return cls(value=(offline + confirmed_online) / records, source=source, records=records)
+
+    def describe(self) -> str:
+        """One line for the estimate's output: the share and where it came from."""
+        shown = f"offline share {self.value:.3g}"
+        if self.given:
+            return f"{shown}, from --offline-share"
+        if self.source is None:
+            return f"{shown}, assumed"
+        if self.records == 0:
+            return f"{shown}, assumed: {self.source} holds no online or offline record"
+        return f"{shown}, from {self.source} ({self.records:,} records)"
+
 
 # Above this share of the instance's TPS spec, the forecast warns.
 TPS_SHARE_WARNING = 0.5

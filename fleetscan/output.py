@@ -40,8 +40,10 @@ __all__ = [
     "FLUSH_BYTES",
     "FLUSH_INTERVAL",
     "MAX_RECORD_BYTES",
+    "RecordCounts",
     "RecordWriter",
     "ResumeState",
+    "count_records",
     "prepare_resume",
 ]
 
@@ -292,6 +294,52 @@ def prepare_resume(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordCounts:
+    """The records of a scan output by status (`count_records`); the file is unchanged.
+
+    ``confirmed_online`` counts the online records a batch answer had said were
+    offline (``confirmed: true``, --confirm-offline): with ``offline``, the IDs the
+    batch found offline.
+    """
+
+    path: str
+    online: int = 0
+    offline: int = 0
+    invalid: int = 0
+    errors: int = 0
+    confirmed_online: int = 0
+
+
+def count_records(path: str | os.PathLike[str]) -> RecordCounts:
+    """Count the records of the scan output at ``path``, read once, streaming, in
+    constant memory (it may hold tens of millions); nothing is written.
+
+    The checks are `prepare_resume`'s: a torn last line (a scan that died mid-write) is
+    left uncounted, any other line that is not a record is an ``InputError`` naming the
+    file and line. Every record counts, a repeated ID each time (a file
+    `prepare_resume` repaired holds none).
+    """
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise InputError("is a directory, not a scan output", source=name)
+    try:
+        source = open(name, "rb", buffering=1024 * 1024)  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from None
+    with source:
+        scan = _Scan(name, out=None, instance_id=None, dedup=False)
+        scan.run(source)
+    return RecordCounts(
+        path=name,
+        online=scan.counts[Status.ONLINE],
+        offline=scan.counts[Status.OFFLINE],
+        invalid=scan.counts[Status.INVALID],
+        errors=scan.errors,
+        confirmed_online=scan.confirmed_online,
+    )
+
+
 class _Scan:
     """One pass over an output file: checks each line, counts, optionally copies."""
 
@@ -301,6 +349,8 @@ class _Scan:
         out: IO[bytes] | None,
         instance_id: str | None,
         owns: Callable[[str], bool] | None = None,
+        *,
+        dedup: bool = True,
     ) -> None:
         self.source = source
         # The instance every record must name (None: any).
@@ -310,7 +360,10 @@ class _Scan:
         # Where kept lines go during a rewrite; None on the read-only first pass.
         self.out = out
         self.seen = SeenSet()
+        # Without dedup (counting only) ``seen`` stays empty: no memory per ID.
+        self.dedup = dedup
         self.counts = dict.fromkeys(_FINAL.values(), 0)
+        self.confirmed_online = 0
         self.errors = 0
         self.duplicates = 0
         self.instance_ids: set[str] = set()
@@ -390,11 +443,13 @@ class _Scan:
             self.errors += 1
             self.needs_rewrite = True
             return
-        if not self.seen.add(client_id):
+        if self.dedup and not self.seen.add(client_id):
             self.duplicates += 1
             self.needs_rewrite = True
             return
         self.counts[final] += 1
+        if final is Status.ONLINE and record.get("confirmed") is True:
+            self.confirmed_online += 1
         if isinstance(instance_id, str) and len(self.instance_ids) < _MAX_INSTANCE_IDS:
             self.instance_ids.add(instance_id)
         if self.out is not None:

@@ -43,6 +43,7 @@ from fleetscan.emulator import (
 )
 from fleetscan.engine import Outcome, scan
 from fleetscan.errors import UsageError
+from fleetscan.estimate import forecast_lanes
 from fleetscan.records import INVALID_CODE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1050,3 +1051,47 @@ def test_estimate_forecasts_the_two_lane_modes_for_the_addresses_given(
     )
     assert two.code == 0, two.err
     assert re.search(r"IDs/s\s+482\s+960\s+960\s+1,404\s+1,308\b", two.out.decode())
+
+
+def test_estimate_takes_the_offline_share_from_the_previous_scan_unless_one_is_given(
+    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path, emu: ThreadedEmulator
+) -> None:
+    inputs = id_file(tmp_path, ids(300))
+    previous = str(tmp_path / "last.ndjson")
+    scanned = cli(capsysbinary, *target(emu, inputs, "-o", previous, "--quiet"))
+    assert scanned.code == 0, scanned.err
+    records = parse_records(Path(previous).read_bytes())
+    offline = sum(r["status"] == "offline" for r in records)
+    share = offline / len(records)
+    assert 0 < offline < len(records)  # the emulator's fleet has both
+    hybrid_confirm = forecast_lanes(300, batch_rate=96, single_rate=174, hybrid=True, confirm=True)
+
+    def ids_per_s(text: str) -> list[str]:
+        found = re.search(r"^IDs/s\s+(.*)$", text, re.MULTILINE)
+        assert found is not None, text
+        return found.group(1).split()
+
+    default = cli(capsysbinary, "estimate", inputs)
+    assert "--confirm-offline: offline share 0.2, assumed\n" in default.out.decode()
+    assert ids_per_s(default.out.decode())[-1] == f"{hybrid_confirm.ids_per_second:,.0f}"
+
+    run = cli(capsysbinary, "estimate", inputs, "--previous", previous)
+    assert run.code == 0, run.err
+    text = run.out.decode()
+    assert f"--confirm-offline: offline share {share:.3g}, from {previous} (300 records)" in text
+    expected = forecast_lanes(
+        300, batch_rate=96, single_rate=174, hybrid=True, confirm=True, offline_share=share
+    )
+    assert ids_per_s(text)[-1] == f"{expected.ids_per_second:,.0f}"
+    assert ids_per_s(text)[-1] != ids_per_s(default.out.decode())[-1]
+
+    given = cli(capsysbinary, "estimate", inputs, "--previous", previous, "--offline-share", "0.5")
+    assert "offline share 0.5, from --offline-share" in given.out.decode()
+
+    # A bad line in the previous file: its name and line, exit 2, no forecast.
+    with open(previous, "ab") as f:
+        f.write(b"not a record\n")
+    bad = cli(capsysbinary, "estimate", inputs, "--previous", previous)
+    assert bad.code == 2
+    assert f"{previous}:301: not a fleetscan NDJSON record" in bad.err
+    assert bad.out == b""

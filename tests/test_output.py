@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetscan.errors import InputError
-from fleetscan.output import RecordWriter, prepare_resume
+from fleetscan.output import RecordWriter, count_records, prepare_resume
 from fleetscan.records import Record, Status
 
 WHEN = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -341,3 +341,40 @@ def test_resume_round_trip(
     assert ids_in(path) == list(expected.items())
     assert state.carried_over == len(expected)
     assert all(cid in state.seen for cid in expected)
+
+
+# --- count_records: the previous scan's statuses, for the estimate ------------------------
+
+
+def test_count_records_counts_each_status_and_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "last.ndjson"
+    confirmed = orjson.loads(line("c1"))
+    confirmed["confirmed"] = True
+    data = (
+        line("a")
+        + line("b", Status.OFFLINE)
+        + line("c", Status.OFFLINE)
+        + orjson.dumps(confirmed)
+        + b"\n"
+        + line("d", Status.INVALID)
+        + line("e", Status.ERROR)
+        + line("a")  # a repeat counts again: nothing is kept per ID
+        + line("torn")[:25]  # the crashed scan's last line
+    )
+    path.write_bytes(data)
+    counts = count_records(path)
+    assert (counts.online, counts.offline, counts.invalid, counts.errors) == (3, 2, 1, 1)
+    assert counts.confirmed_online == 1
+    assert path.read_bytes() == data  # nothing repaired, nothing cut
+
+
+def test_count_records_names_the_file_and_line_of_a_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "last.ndjson"
+    path.write_bytes(line("a") + b'{"client_id": "b"}\n' + line("c"))
+    with pytest.raises(InputError, match=r"last\.ndjson:2: a record needs a client_id"):
+        count_records(path)
+    path.write_bytes(line("a") + b"not json\n" + line("c"))
+    with pytest.raises(InputError, match=r"last\.ndjson:2: not a fleetscan NDJSON record"):
+        count_records(path)
+    with pytest.raises(InputError, match="cannot open"):
+        count_records(tmp_path / "missing.ndjson")
