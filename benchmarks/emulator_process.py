@@ -167,9 +167,9 @@ class EmulatorProcess:
         with urllib.request.build_opener(*handlers).open(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def stats(self) -> dict[str, Any]:
-        """``GET /_emulator/stats`` without the per-ID counts."""
-        data: dict[str, Any] = self._request("_emulator/stats?client_ids=0")
+    def stats(self, *, client_ids: bool = False) -> dict[str, Any]:
+        """``GET /_emulator/stats``, the per-ID counts only with ``client_ids``."""
+        data: dict[str, Any] = self._request(f"_emulator/stats?client_ids={int(client_ids)}")
         return data
 
     def reset(self) -> None:

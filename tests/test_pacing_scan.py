@@ -10,13 +10,16 @@ ceilings, which a busy machine can only make easier to hold, never the rate reac
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from emulator_fixtures import ids
 
+from fleetscan.cli import main
 from fleetscan.client import connect
 from fleetscan.credentials import Credentials
 from fleetscan.emulator import (
@@ -39,7 +42,8 @@ from fleetscan.pacing import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from disturbance import serve_proxy
+from disturbance import CpuHog, JitterProxy, serve_proxy
+from emulator_process import EmulatorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +169,59 @@ async def test_a_scan_s_default_pacing_is_its_address_budget_over_the_api_s_acco
     (address_stats,) = stats.ip_totals.values()
     assert address_stats.max_requests_1s <= 66
     assert sum(a.blocked + a.throttled for a in stats.actions.values()) == 0
+
+
+# --- the command at its defaults, disturbed -----------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "count"), [("single", 1000), ("batch", 3000)])
+def test_the_command_at_its_defaults_under_a_cpu_hog_and_the_jitter_proxy_stays_unblocked(
+    mode: str, count: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `fleetscan scan` as a user runs it, nothing but the mode given: single at the
+    # address budget (270/s), batch at its pace (96/s), a few seconds each. The
+    # emulator at the service's limits (300/s per IP over all APIs, 500/100 per API)
+    # runs in its own process with the collector off, so its pauses do not bunch
+    # what it counts; the jitter proxy (serve_proxy, in a child) delays each request
+    # 0-40 ms; one busy loop per CPU competes with all three for the CPU.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY_ID)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", DEFAULT_ACCESS_KEY_SECRET)
+    client_ids = ids(count, f"GID_{mode}@@@d")
+    inputs = tmp_path / "ids.txt"
+    inputs.write_text("".join(f"{cid}\n" for cid in client_ids))
+    output = tmp_path / "status.ndjson"
+    with (
+        EmulatorProcess(gc_off=True) as emu,
+        JitterProxy(emu.url, max_delay_ms=40) as proxy,
+        CpuHog(os.cpu_count() or 1),  # killed on the way out, whatever happens
+    ):
+        code = main(
+            [
+                "scan",
+                "--endpoint",
+                proxy.url,
+                "--instance-id",
+                DEFAULT_INSTANCE_ID,
+                "--mode",
+                mode,
+                str(inputs),
+                "-o",
+                str(output),
+                "--quiet",
+            ]
+        )
+        stats = emu.stats(client_ids=True)
+    assert code == 0
+    records = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    assert sorted(r["client_id"] for r in records) == sorted(client_ids)
+    assert {r["status"] for r in records} <= {"online", "offline"}
+    # Ceilings only: no second over the block from the one address, nothing refused.
+    (address,) = stats["ip_totals"].values()
+    assert address["max_requests_1s"] <= 300
+    for action in stats["actions"].values():
+        assert action["throttled"] == action["blocked"] == 0
+    # Every ID reached the service once: no call was refused and asked again.
+    queries = stats["client_id_queries"]
+    assert len(queries) == count
+    assert set(queries.values()) == {1}
