@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -98,6 +98,8 @@ class ScanAudit:
         self.recorder = recorder
         self.metrics_file = metrics_file
         self._begun = False
+        # The history's writer failed mid-scan: said as the scan's stop reason, once.
+        self._failed = False
 
     @classmethod
     def open(cls, args: argparse.Namespace) -> ScanAudit:
@@ -135,19 +137,29 @@ class ScanAudit:
             log.info("history: recording the %d records carried over", resume.carried_over)
             recorder.import_file(resume.path)
 
-    def sinks(self) -> list[Sink]:
-        """The sinks to add to the scan's: the history's (its writes go to its thread)."""
+    def sinks(self, *, on_error: Callable[[OSError], None] | None = None) -> list[Sink]:
+        """The sinks to add to the scan's: the history's (its writes go to its thread).
+
+        A history that fails mid-scan calls ``on_error`` (the scan's ``output_failed``)
+        with a `fleetscan.history.HistoryWriteError`; `finish` and `close` then leave it.
+        """
         if self.recorder is None:
             return []
         from fleetscan.history import HistorySink
 
-        return [HistorySink(self.recorder)]
+        def failed(error: OSError) -> None:
+            if on_error is None:
+                raise error
+            self._failed = True
+            on_error(error)
+
+        return [HistorySink(self.recorder, on_error=failed)]
 
     def finish(self, summary: ScanSummary) -> None:
         """At the end of the scan: commit the history, write the metrics file."""
         ids = None
         failure = None
-        if self.recorder is not None and self._begun:
+        if self.recorder is not None and self._begun and not self._failed:
             from fleetscan.history import HistoryError
 
             try:
@@ -171,8 +183,15 @@ class ScanAudit:
             raise failure
 
     def close(self) -> None:
-        if self.recorder is not None:
+        if self.recorder is None:
+            return
+        from fleetscan.history import HistoryError
+
+        try:
             self.recorder.close()
+        except HistoryError:
+            if not self._failed:  # else already the scan's stop reason
+                raise
 
 
 # --- the commands ------------------------------------------------------------------------

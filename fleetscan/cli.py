@@ -656,7 +656,7 @@ class _ScanRun:
             with _stop_on_signals(asyncio.get_running_loop(), job.stop):
                 result = await job.run(
                     client_ids,
-                    sinks=[writer, *audit.sinks()],
+                    sinks=[writer, *audit.sinks(on_error=job.output_failed)],
                     resume=state,
                     progress=progress if show else None,
                 )
@@ -825,6 +825,10 @@ async def _demo_emulator(wanted: bool) -> AsyncIterator[tuple[str, Credentials] 
 
 
 def _describe_output_error(error: OSError, output: str | None) -> str:
+    from fleetscan.history import HistoryWriteError
+
+    if isinstance(error, HistoryWriteError):  # --history's database, not the records
+        return error.describe(output)
     where = "stdout" if output in (None, "-") else output
     name = errno.errorcode.get(error.errno or 0, "")
     why = error.strerror or str(error)

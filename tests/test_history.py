@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ from fleetscan.emulator import (
     ThreadedEmulator,
     run_emulator_in_thread,
 )
-from fleetscan.history import SCHEMA_VERSION, HistoryError, HistoryRecorder, open_database
+from fleetscan.history import (
+    SCHEMA_VERSION,
+    HistoryError,
+    HistoryRecorder,
+    HistorySink,
+    HistoryWriteError,
+    open_database,
+)
 from fleetscan.history.schema import MIGRATIONS
 from fleetscan.records import Record, Status, rfc3339
 from fleetscan.summary import ScanCounters, ScanSummary
@@ -826,3 +834,113 @@ def test_a_bad_duration_and_a_missing_database_are_usage_errors(
     assert main(["history", str(tmp_path / "x.db"), "scans"]) == 2
     assert "no such history database" in capsysbinary.readouterr().err.decode()
     assert not (tmp_path / "x.db").exists()
+
+
+# --- a history that fails mid-scan -----------------------------------------------------------
+
+
+def pending_answers(db: Path) -> int:
+    """Answers of a running scan committed so far (0 before the history exists)."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM pending").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def test_a_history_that_fails_mid_scan_stops_the_scan_like_an_output_that_fails(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    fleet = [f"GID_hist@@@dev-{i}" for i in range(400)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{c}\n" for c in fleet))
+    out, db, summary = tmp_path / "tonight.ndjson", tmp_path / "fleet.db", tmp_path / "s.json"
+    with run_emulator_in_thread(EmulatorConfig(limits=ROOMY)) as emu:
+        args = [
+            *scan_args(emu, ids_file, out, "--history", str(db), "--summary", str(summary)),
+            "--qps",
+            "40",  # 10 s for the whole fleet: the failure comes well before its end
+        ]
+        args.remove("--quiet")  # the summary text too
+        codes: list[int] = []
+        scan = threading.Thread(target=lambda: codes.append(main(args)))
+        scan.start()
+        try:
+            # Once the writer thread has committed answers, the database changes under
+            # it: its next commit fails, as on a disk error or a corrupted file.
+            deadline = time.monotonic() + 30
+            while not pending_answers(db):
+                assert time.monotonic() < deadline
+                assert scan.is_alive()
+                time.sleep(0.05)
+            other = sqlite3.connect(db, timeout=30)
+            other.execute("DROP TABLE pending")
+            other.close()
+        finally:
+            scan.join(60)
+        sent = emu.stats().requests
+        err = capsysbinary.readouterr().err.decode()
+        records = read_records(out)
+        resumed = main(scan_args(emu, ids_file, out, "--resume"))
+    assert codes == [4], err
+    # One line says what failed and names the history; no traceback.
+    (line,) = [x for x in err.splitlines() if x.startswith("fleetscan:") and str(db) in x]
+    assert line.startswith(f"fleetscan: stopped: cannot record the scan in the history {db}: ")
+    assert "no such table: pending" in line
+    assert "Traceback" not in err
+    # The summary, on stderr and in its file, with the reason.
+    assert "fleetscan: output error" in err
+    written = orjson.loads(summary.read_bytes())
+    assert written["outcome"] == "output error"
+    assert str(db) in written["abort_reason"]
+    # The output: whole records, each ID once, one for every call sent; the scan
+    # stopped early, and --resume finishes it, each ID once.
+    assert len({r["client_id"] for r in records}) == len(records) == sent < len(fleet)
+    assert resumed == 0
+    assert sorted(r["client_id"] for r in read_records(out)) == sorted(fleet)
+
+
+def test_the_history_sink_reports_its_writer_s_death_once_and_then_takes_no_records(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "fleet.db"
+    recorder = HistoryRecorder(db, batch_size=1)
+    errors: list[OSError] = []
+    sink = HistorySink(recorder, on_error=errors.append)
+
+    def answer(cid: str) -> Record:
+        return Record(client_id=cid, instance_id="mqtt-cn-x", status=Status.ONLINE, checked_at=T0)
+
+    recorder.begin(instance_id="mqtt-cn-x", mode="single", output=None)
+    sink.write(answer("GID_a@@@1"))
+    deadline = time.monotonic() + 30
+    while not pending_answers(db):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    other = sqlite3.connect(db, timeout=30)
+    other.execute("DROP TABLE pending")
+    other.close()
+    sink.write(answer("GID_a@@@2"))  # a batch of one: its commit fails on the thread
+    while not errors:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+        sink.flush()  # the scan's 100 ms flush finds the failure
+    (error,) = errors
+    assert isinstance(error, HistoryWriteError)
+    assert error is sink.failure
+    assert error.filename == str(db)
+    assert error.strerror == "no such table: pending"
+    # Then nothing raises and nothing is said again: the other sinks carry on.
+    sink.write(answer("GID_a@@@3"))
+    sink.flush(fsync=True)
+    sink.close()
+    assert len(errors) == 1
+    # Without on_error, the failure is raised; the recorder's close says it too.
+    with pytest.raises(HistoryWriteError, match="recording the scan failed"):
+        HistorySink(recorder).flush()
+    with pytest.raises(HistoryError, match="no such table"):
+        recorder.close()

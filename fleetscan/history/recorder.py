@@ -60,6 +60,7 @@ __all__ = [
     "QUEUE_BATCHES",
     "HistoryRecorder",
     "HistorySink",
+    "HistoryWriteError",
     "ScanRow",
     "merge_pending",
     "stage_answers",
@@ -266,6 +267,7 @@ class HistoryRecorder:
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=queue_batches)
         # What the writer thread sends back: the scan row after "end".
         self._done: queue.Queue[ScanRow | BaseException] = queue.Queue()
+        # Set by the writer thread when it dies; raised (or reported) on the caller's side.
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="fleetscan-history", daemon=True)
         self._thread.start()
@@ -342,6 +344,12 @@ class HistoryRecorder:
         """Give the records queued so far to the writer thread now."""
         self._hand_over()
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the writer thread stopped (a disk error, the database locked past its
+        timeout or changed under it), or None while it works."""
+        return self._failure
+
     def _hand_over(self) -> None:
         self._handed_at = self._clock()
         if self._pending:
@@ -384,27 +392,82 @@ class HistoryRecorder:
                 conn.close()
 
 
+class HistoryWriteError(OSError):
+    """The history could not be written mid-scan: its writer thread failed (``cause``:
+    a disk error, the database locked past its timeout, changed or corrupted under the
+    scan). An ``OSError`` (``filename``: the database), so the scan stops as for an
+    output it cannot write: nothing more is sent, exit 4, the summary written."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        why = str(cause) or type(cause).__name__
+        super().__init__(cause.errno if isinstance(cause, OSError) else None, why, path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"{self.filename}: recording the scan failed: {self.strerror}"
+
+    def describe(self, output: str | None) -> str:
+        """One line for the user: what failed, and what finishes the scan."""
+        where = "stdout" if output in (None, "-") else output
+        return (
+            f"cannot record the scan in the history {self.filename}: {self.strerror}; "
+            f"nothing more was sent, and the records so far are in {where}: once the "
+            f"history works again, --resume -o FILE --history {self.filename} finishes "
+            "the scan"
+        )
+
+
 class HistorySink:
     """A `HistoryRecorder` as one of a scan's sinks (`fleetscan.sink.Sink`).
 
     ``write`` only appends to the recorder's list; the SQLite work stays on the
     recorder's thread, off the event loop. ``close`` hands the last records over but
     leaves the recorder open: `HistoryRecorder.end` follows with the scan's summary.
+
+    When the writer thread dies, the sink does what `fleetscan.output.RecordWriter`
+    does for a write error: it keeps a `HistoryWriteError` in ``failure``, tells
+    ``on_error`` once (the scan stops sending; the other sinks still get every record)
+    and takes no more records. ``flush``, called every 100 ms, looks for the failure
+    even when there is nothing to hand over. Without ``on_error`` it raises.
     """
 
-    __slots__ = ("recorder",)
+    __slots__ = ("_on_error", "failure", "recorder")
 
-    def __init__(self, recorder: HistoryRecorder) -> None:
+    def __init__(
+        self,
+        recorder: HistoryRecorder,
+        *,
+        on_error: Callable[[OSError], None] | None = None,
+    ) -> None:
         self.recorder = recorder
+        self._on_error = on_error
+        self.failure: HistoryWriteError | None = None
 
     def write(self, record: Record) -> None:
-        self.recorder.record(record)
+        if self.failure is None:
+            self._guard(lambda: self.recorder.record(record))
 
     def flush(self, *, fsync: bool = False) -> None:
-        self.recorder.hand_over()
+        if self.failure is None:
+            self._guard(self.recorder.hand_over)
 
     def close(self) -> None:
-        self.recorder.hand_over()
+        self.flush()
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except HistoryError:
+            if self.recorder.failure is None:
+                raise
+            # Else the thread's failure: said once, below.
+        cause = self.recorder.failure
+        if cause is None:
+            return
+        self.failure = HistoryWriteError(self.recorder.path, cause)
+        if self._on_error is None:
+            raise self.failure
+        self._on_error(self.failure)
 
 
 def _begin_scan(
