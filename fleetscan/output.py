@@ -8,6 +8,8 @@ exactly that: it cuts a torn last line away, keeps the first final record
 those IDs are asked again, and returns the IDs already done as a ``SeenSet``.
 Anything else that is not a record (a bad line in the middle, a file that is not
 fleetscan output) is an ``InputError``: data is never dropped silently.
+``count_records`` reads a scan output the same way, only to count its records by
+status (the estimate's offline share), and changes nothing.
 
 Usage::
 
