@@ -83,14 +83,17 @@ class SharedBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_grant: Callable[[int], None] | None = None,
+        address: str | None = None,
     ) -> RedisPacer:
-        """A pacer for ``api`` at up to ``qps`` (and ``address_qps`` from the address)."""
+        """A pacer for ``api`` at up to ``qps`` (and ``address_qps`` from ``address``:
+        by default the budget's own; a process sending from several addresses names
+        each)."""
         keys: tuple[str, ...] = (
             aimd_key(self._prefix, self._access_key_id, api),
             api_key(self._prefix, self._access_key_id, api),
         )
         if address_qps is not None:
-            keys += (address_key(self._prefix, self._address),)
+            keys += (address_key(self._prefix, address or self._address),)
         pacer = RedisPacer(
             self.link,
             keys=keys,
