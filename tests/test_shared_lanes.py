@@ -165,3 +165,17 @@ def test_an_address_group_with_several_source_addresses_is_refused() -> None:
         limiter=LimiterSettings(url="redis://127.0.0.1:6379/0"),
         source_addresses=("127.0.0.2", "127.0.0.3"),
     )
+
+
+async def test_the_address_budget_given_is_the_shared_address_budget(
+    redis_server: RedisServer,
+) -> None:
+    # --qps 100 from one address with --address-budget 40: the address's key in Redis
+    # holds it to 40, not the default 270.
+    results, records, stats, truth = await scan_shards(
+        redis_server, 240, mode="single", qps=100, address_budget=40
+    )
+    assert [r.outcome for r in results] == ["completed", "completed"]
+    assert_every_id_once_with_its_status(records, truth, stats)
+    (address,) = stats.ip_totals.values()
+    assert address.max_requests_1s <= 40

@@ -43,7 +43,7 @@ from fleetscan.client import (
 from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.outcome import Outcome, outcome_of
-from fleetscan.engine.pacers import Route, shared_lane_pacers, shared_rates
+from fleetscan.engine.pacers import Route, shared_rates
 from fleetscan.engine.scanner import Scanner
 from fleetscan.engine.settings import ScanSettings
 from fleetscan.engine.shared import budget_account, egress_address, shared_pacers
@@ -284,13 +284,10 @@ class ScanJob:
             )
         )
         self._limiter = stack
-        by_address = shared_lane_pacers(
-            settings,
-            {
-                address: {mode: pacers[address, api_for(mode)] for mode in settings.lane_rates}
-                for address in addresses
-            },
-        )
+        by_address = {
+            address: {mode: pacers[address, api_for(mode)] for mode in settings.lane_rates}
+            for address in addresses
+        }
         if settings.source_addresses:
             self._route_pacers = by_address
         else:

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.settings import ScanSettings
-from fleetscan.limits import Mode
+from fleetscan.limits import MAX_QPS, Mode
 from fleetscan.pacer import Pacer
-from fleetscan.pacing import ACCOUNT_PACE, AccountPacer, AddressBudget, CompositePacer
+from fleetscan.pacing import AccountPacer, AddressBudget, CompositePacer
 
 __all__ = [
     "Route",
     "account_pacer",
     "default_pacer",
     "lane_pacers",
-    "shared_lane_pacers",
     "shared_rates",
 ]
 
@@ -64,37 +63,36 @@ def lane_pacers(settings: ScanSettings) -> dict[Mode, CompositePacer]:
     }
 
 
-def shared_rates(settings: ScanSettings) -> dict[Mode, float]:
-    """Each lane's API rate on a shared budget (``--limiter``): the account's, spent
-    by every process together. One lane: the settings' API rate (``--qps`` or the
-    pace). Two lanes: batch at its lane's rate, single at the account's single pace,
-    not at what this process's addresses leave it: other processes send from other
-    addresses, and together they may use the whole account."""
+def shared_rates(settings: ScanSettings) -> dict[Mode, tuple[float, float | None]]:
+    """Each lane's API rate on a shared budget (``--limiter``), and its cap in this
+    process (None: none).
+
+    The rate is the account's, spent by every process together: ``--qps`` when given,
+    else the account's limit (`account_limit`). Two lanes: single at the account's,
+    not at what this process's addresses leave it (other processes send from other
+    addresses, and together they may use the whole account), but capped in this
+    process at its lane's rate (`ScanSettings.lane_rates`: what this process's address
+    budgets leave the single lane beside batch), so it never takes the batch lane's
+    part of an address budget, as `fleetscan.pacing.lane_rates` explains. Batch's cap
+    is the account's rate itself.
+    """
     rates = settings.lane_rates
     if not settings.two_lanes:
-        return dict(rates)
-    return {"batch": rates["batch"], "single": float(ACCOUNT_PACE["single"])}
-
-
-def shared_lane_pacers(
-    settings: ScanSettings, shared: Mapping[str, Mapping[Mode, Pacer]]
-) -> dict[str, dict[Mode, Pacer]]:
-    """Each address's lane pacers on the shared budget (``shared``: the budget's pacer
-    per address and lane API, at `shared_rates`).
-
-    One lane: the shared pacer alone. Two lanes: each also capped, in this process,
-    at its lane's rate (`ScanSettings.lane_rates`: what this process's address budgets
-    leave the single lane beside batch), one cap per lane shared by the addresses. So
-    the single lane, whose shared rate is the account's, never takes the batch lane's
-    part of an address budget, as `fleetscan.pacing.lane_rates` explains. The caps
-    do not adapt: a throttled answer lowers the shared rate of every process.
-    """
-    if not settings.two_lanes:
-        return {address: dict(pacers) for address, pacers in shared.items()}
-    caps = {
-        mode: AccountPacer(mode, rate, adaptive=False) for mode, rate in settings.lane_rates.items()
-    }
+        if settings.qps is not None:
+            return {mode: (rate, None) for mode, rate in rates.items()}
+        return {mode: (account_limit(settings, mode), None) for mode in rates}
     return {
-        address: {mode: CompositePacer(caps[mode], pacers[mode]) for mode in caps}
-        for address, pacers in shared.items()
+        "batch": (account_limit(settings, "batch"), None),
+        "single": (account_limit(settings, "single"), rates["single"]),
     }
+
+
+def account_limit(settings: ScanSettings, mode: Mode) -> float:
+    """The account's limit for ``mode``'s API (``account_qps`` when the settings raise
+    the one API's). A shared budget keeps its arrivals within it under the jitter the
+    local paces (`fleetscan.pacing.ACCOUNT_PACE`) leave room for: it takes the limit."""
+    if settings.account_qps is not None and (
+        settings.two_lanes is False or mode == settings.lane_mode
+    ):
+        return float(settings.account_qps)
+    return float(MAX_QPS[mode])

@@ -121,13 +121,14 @@ async def shared_pacers(
     *,
     account: str,
     addresses: Sequence[str],
-    rates: Mapping[str, float],
+    rates: Mapping[str, tuple[float, float | None]],
     address_budget: float = DEFAULT_ADDRESS_BUDGET,
     ca_bundle: str | None = None,
 ) -> AsyncIterator[dict[tuple[str, str], Pacer]]:
     """Connect, and yield a pacer per source address and API, keyed ``(address, api)``,
-    each at the API's shared ``rates[api]`` and at ``address_budget`` from the address
-    (both APIs and every process behind it together); closed after.
+    each at the API's shared rate (``rates[api]``: the rate, and this process's cap of
+    the API over all its addresses, or None) and at ``address_budget`` from the
+    address (both APIs and every process behind it together); closed after.
 
     ``account`` names the account's budgets (`budget_account`). Each address draws on
     its own budget, or all on the group's (``address_group``).
@@ -150,9 +151,10 @@ async def shared_pacers(
                 rate,
                 address_qps=check_address_budget(address_budget),
                 address=settings.address_group or address,
+                lane_qps=cap,
             )
             for address in addresses
-            for api, rate in rates.items()
+            for api, (rate, cap) in rates.items()
         }
     finally:
         await budget.aclose()
