@@ -56,7 +56,12 @@ class Case:
     processes: int
     addresses: tuple[str, ...]
     group: str | None
-    allowed: int  # IDs/s the budgets allow at the paces
+    # IDs/s the budgets allow: the local pacer at its paces (batch 96, single 482 or
+    # what the addresses leave), the shared one at its ticks' sustained rates
+    # ((limit - 1) / 1.05: batch 94.3 of the account's 100, single 475 of 500, an
+    # address 256 of its 270; script.py, point 3).
+    local_allowed: int
+    shared_allowed: int
 
     @property
     def label(self) -> str:
@@ -65,8 +70,8 @@ class Case:
 
 
 CASES = {
-    "hosts": Case(3, ("127.0.0.2", "127.0.0.3", "127.0.0.4"), None, 96 * 10 + 482),
-    "nat": Case(10, (), "nat-1", 96 * 10 + 174),
+    "hosts": Case(3, ("127.0.0.2", "127.0.0.3", "127.0.0.4"), None, 960 + 482, 943 + 475),
+    "nat": Case(10, (), "nat-1", 960 + 174, 943 + 162),
 }
 
 
@@ -145,11 +150,16 @@ def _run_once(
     ]
     stamps = sorted(datetime.fromisoformat(orjson.loads(line)["checked_at"]) for line in written)
     span = (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0.0
+    # The middle 80% of the answers: the processes' start-up and the last shard's tail
+    # (the shards differ in size and finish apart) left out.
+    low, high = len(stamps) // 10, len(stamps) * 9 // 10
+    middle = (stamps[high] - stamps[low]).total_seconds() if high > low else 0.0
     calls = sum(a["requests"] for a in stats["actions"].values())
     return {
         "codes": codes,
         "errors": errors,
-        "steady": (len(stamps) - 1) / max(span, 1e-9),
+        "whole": (len(stamps) - 1) / max(span, 1e-9),
+        "steady": (high - low) / max(middle, 1e-9),
         "records": len(written),
         "unique": len({orjson.loads(line)["client_id"] for line in written}),
         "actions": stats["actions"],
@@ -166,13 +176,16 @@ def _figures(case: Case, kind: str, r: dict[str, Any], ids: int) -> list[Figure]
         return [
             Figure(name=f"{label}: failed", target="exit 0", measured=f"{r['codes']} {r['errors']}")
         ]
+    allowed = case.shared_allowed if kind == "shared" else case.local_allowed
     figures = [
         Figure(
-            name=f"{label}: IDs/s together",
-            target=f">= 0.95 x {case.allowed} (the budgets at the paces), first to last answer",
-            measured=f"{r['steady']:.0f} ({r['steady'] / case.allowed:.2f}; "
-            f"{r['steady'] / 1500:.2f} of the account's 1,500)",
-            passed=r["steady"] >= 0.95 * case.allowed,
+            name=f"{label}: IDs/s together, middle 80% of the answers",
+            target=f">= 0.95 x {allowed} (what the budgets allow)",
+            measured=f"{r['steady']:.0f} ({r['steady'] / allowed:.2f}; "
+            f"{r['steady'] / 1500:.2f} of the account's 1,500); first to last answer "
+            f"{r['whole']:.0f}",
+            passed=r["steady"] >= 0.95 * allowed,
+            data={"steady": r["steady"], "whole": r["whole"], "allowed": allowed},
         )
     ]
     for api, limit in LIMITS.items():
@@ -184,6 +197,7 @@ def _figures(case: Case, kind: str, r: dict[str, Any], ids: int) -> list[Figure]
                 measured=f"{action['max_requests_1s']}; {action['throttled']}, {action['blocked']}",
                 passed=action["max_requests_1s"] <= limit
                 and action["throttled"] == action["blocked"] == 0,
+                data=dict(action),
             )
         )
     per_address = {a: s["max_requests_1s"] for a, s in sorted(r["addresses"].items())}
@@ -193,12 +207,14 @@ def _figures(case: Case, kind: str, r: dict[str, Any], ids: int) -> list[Figure]
             target=f"<= {ADDRESS_LIMIT}",
             measured=", ".join(f"{a} {n}" for a, n in per_address.items()),
             passed=max(per_address.values(), default=0) <= ADDRESS_LIMIT,
+            data=per_address,
         ),
         Figure(
             name=f"{label}: records over the shards",
             target=f"{ids}, each ID once",
             measured=f"{r['records']} records, {r['unique']} IDs",
             passed=r["records"] == ids == r["unique"],
+            data={"records": r["records"], "unique": r["unique"]},
         ),
     ]
     return figures
@@ -235,6 +251,11 @@ def run(*, cases: list[str], ids: int, log: Any = None) -> list[Figure]:
                         measured=f"{together['round_trips_per_call']:.2f}; shared "
                         f"{cpu * 1e6:.0f} us, local {alone * 1e6:.0f} us "
                         f"({cpu / max(alone, 1e-9):.2f}x, start-up included)",
+                        data={
+                            "round_trips_per_call": together["round_trips_per_call"],
+                            "cpu_per_call": cpu,
+                            "local_cpu_per_call": alone,
+                        },
                     )
                 )
         finally:
