@@ -34,12 +34,13 @@ import bench_hot_path
 import bench_memory
 import bench_rate
 import bench_redis_pacer
+import bench_shared
 from figures import Figure, render
 from fleet_ids import write_ids
 
 __all__ = ["BENCHMARKS", "SIZES", "Sizes", "main", "run_suite"]
 
-BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis", "audit")
+BENCHMARKS = ("rate", "address", "cost", "memory", "first", "redis", "shared", "audit")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +57,8 @@ class Sizes:
     scan_ids: tuple[int, int]
     first_repeat: int
     redis_seconds: float
+    shared_ids: int
+    shared_cases: tuple[str, ...]
     diff_records: int
     history_ids: int
 
@@ -72,6 +75,8 @@ SIZES = {
         scan_ids=(20_000, 200_000),
         first_repeat=3,
         redis_seconds=20.0,
+        shared_ids=40_000,
+        shared_cases=("hosts", "nat"),
         diff_records=10_000_000,
         history_ids=10_000_000,
     ),
@@ -86,6 +91,8 @@ SIZES = {
         scan_ids=(5_000, 50_000),
         first_repeat=3,
         redis_seconds=5.0,
+        shared_ids=15_000,
+        shared_cases=("hosts", "nat"),
         diff_records=1_000_000,
         history_ids=1_000_000,
     ),
@@ -101,6 +108,8 @@ SIZES = {
         scan_ids=(200, 2_000),
         first_repeat=1,
         redis_seconds=0.5,
+        shared_ids=600,
+        shared_cases=("hosts",),
         diff_records=2_000,
         history_ids=2_000,
     ),
@@ -156,6 +165,10 @@ def run_suite(
             )
         if "redis" in only:
             figures += bench_redis_pacer.run(seconds=sizes.redis_seconds, log=log)
+        if "shared" in only:
+            figures += bench_shared.run(
+                cases=list(sizes.shared_cases), ids=sizes.shared_ids, log=log
+            )
         if "audit" in only:
             figures += bench_audit.run(
                 diff_records=sizes.diff_records,

@@ -299,6 +299,13 @@ def _add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
         "one name); default: the address the calls leave from",
     )
     group.add_argument(
+        "--limiter-account",
+        metavar="NAME",
+        help="the name of the account's shared budget, the same for every process (e.g. "
+        "the account's UID); default: the account an assumed role names, else the "
+        "AccessKeyId (give it for temporary keys of an instance's role)",
+    )
+    group.add_argument(
         "--shard",
         metavar="K/N",
         help="scan only shard K (0-based) of N, a fixed split by a keyed hash of the ID",
@@ -760,7 +767,7 @@ def _sharing(args: argparse.Namespace) -> dict[str, Any]:
     if args.shard_seed is not None and args.shard is None:
         raise UsageError("--shard-seed deals the split of --shard K/N: give --shard too")
     if args.limiter is None:
-        for name in ("limiter_timeout", "address_group"):
+        for name in ("limiter_timeout", "address_group", "limiter_account"):
             if getattr(args, name) is not None:
                 option = "--" + name.replace("_", "-")
                 raise UsageError(f"{option} applies to a shared limiter: give --limiter too")
@@ -776,6 +783,7 @@ def _sharing(args: argparse.Namespace) -> dict[str, Any]:
             url=args.limiter,
             timeout=args.limiter_timeout if args.limiter_timeout is not None else DEFAULT_TIMEOUT_S,
             address_group=args.address_group,
+            account=args.limiter_account,
         )
         if args.limiter is not None
         else None

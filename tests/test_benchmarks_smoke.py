@@ -171,6 +171,29 @@ def test_redis_pacer_benchmark(tmp_path: Path) -> None:
     assert eight["per_permit"] < one["per_permit"]
 
 
+def test_shared_benchmark(tmp_path: Path) -> None:
+    redis_binary()  # skips without redis-server (fails under CI=true)
+    document, _ = run_suite("shared", tmp_path)
+    figures = by_name(document)
+    label = "3 processes, 3 addresses"
+    for kind in ("local pacer, one process", "shared"):
+        records = figures[f"{label}, {kind}: records over the shards"]
+        # Every ID once over the shards, from both runs.
+        assert records["data"] == {"records": 600, "unique": 600}
+        assert (
+            figures[f"{label}, {kind}: IDs/s together, middle 80% of the answers"]["data"]["steady"]
+            > 0
+        )
+        for address, peak in figures[f"{label}, {kind}: busiest second per address"][
+            "data"
+        ].items():
+            assert address in ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+            assert 0 < peak <= 300
+    cost = figures[f"{label}: Redis round trips per call; CPU per call"]["data"]
+    assert cost["round_trips_per_call"] > 0
+    assert cost["cpu_per_call"] > 0
+
+
 def test_audit_benchmark(tmp_path: Path) -> None:
     document, _ = run_suite("audit", tmp_path)
     figures = by_name(document)

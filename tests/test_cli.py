@@ -216,6 +216,7 @@ def test_every_scan_option_parses() -> None:
             "--limiter=redis://redis:6379/0",
             "--limiter-timeout=30",
             "--address-group=nat-1",
+            "--limiter-account=fleet-prod",
             "--shard=1/3",
             "--shard-seed=s",
         ]
@@ -253,6 +254,7 @@ def test_every_scan_option_parses() -> None:
         "limiter": "redis://redis:6379/0",
         "limiter_timeout": 30.0,
         "address_group": "nat-1",
+        "limiter_account": "fleet-prod",
         "shard": "1/3",
         "shard_seed": "s",
         "handler": None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import itertools
 import logging
 import subprocess
 import sys
@@ -41,9 +40,10 @@ def busiest_second(slots: Iterable[int]) -> int:
     )
 
 
-def min_gap(slots: Iterable[int]) -> int:
-    ordered = sorted(slots)
-    return min(b - a for a, b in itertools.pairwise(ordered))
+def one_a_tick(slots: Iterable[int], qps: float) -> bool:
+    """Whether no two slots share a tick of the budget's grid (script.py, point 1)."""
+    ordered = list(slots)
+    return len({t // interval_us(qps) for t in ordered}) == len(ordered)
 
 
 async def connect(server: RedisServer, **kwargs: object) -> SharedBudget:
@@ -100,7 +100,7 @@ async def test_pacers_sharing_an_api_never_exceed_its_budget_in_any_sliding_seco
     assert busiest_second(slots) <= qps
     # It paced near the budget, not trivially under it.
     assert busiest_second(slots) >= 0.5 * qps
-    assert min_gap(slots) >= interval_us(qps)
+    assert one_a_tick(slots, qps)
     assert all(p.granted > 0 for p in pacers)
 
 
@@ -134,16 +134,19 @@ async def test_a_busy_address_grants_nothing_from_the_api_either(
         await pacer.acquire()
         raw = aioredis.Redis.from_url(redis_server.url)
         seconds, micros = await raw.time()
-        # Someone else holds the address for ten seconds.
-        await raw.set(address_key, str((seconds + 10) * SECOND_US + micros))
-        before = await raw.get(api_key)
+        # Someone else holds every tick of the address for the next ten seconds.
+        start, step = seconds * SECOND_US + micros, interval_us(60)
+        held = range(start // step, (start + 10 * SECOND_US) // step + 1)
+        await raw.zadd(address_key, {str(k): k for k in held})
+        now_tick = start // interval_us(50)
+        leased = await raw.zrangebyscore(api_key, now_tick, "+inf")  # by the acquire above
         reply = await budget.link.run(
             pacer._keys,
             script_args(want=4, qps=50, adaptive=True, answers=0, throttled=0, other_rates=(60,)),
         )
         assert reply[3:] == []  # no permit
         assert reply[1] > 9 * SECOND_US  # and how long until one
-        assert await raw.get(api_key) == before  # the API's budget untouched
+        assert await raw.zrangebyscore(api_key, now_tick, "+inf") == leased  # none taken
         await raw.aclose()
     finally:
         await budget.aclose()
@@ -205,9 +208,9 @@ async def test_a_throttled_answer_anywhere_slows_every_process_once(
         # The new spacing holds for everyone.
         slots: list[int] = []
         pc = a.pacer("QuerySessionByClientId", 100, lease=4, on_grant=slots.append)
-        await take(pc, slots, 6, workers=4)
-        gaps = [y - x for x, y in itertools.pairwise(slots)]
-        assert min(gaps) >= interval_us(100) / 0.7 - 1
+        await take(pc, slots, 22, workers=4)
+        # 0.7 of the ticks, evenly spread: 21 steps span at least 21 / 0.7 - 2 ticks.
+        assert slots[21] - slots[0] >= (21 / 0.7 - 2) * interval_us(100)
         # A clean step later (the throttled ones out of the window), one raise for all.
         await asyncio.sleep(2.1)
         for _ in range(20):
@@ -295,7 +298,7 @@ async def test_after_a_restart_no_slot_lands_among_those_leased_before(
         after = await lease_all(budget, keys, qps)
     finally:
         await budget.aclose()
-    assert after[0] >= before[-1] + interval_us(qps)
+    assert after[0] // interval_us(qps) > before[-1] // interval_us(qps)
     assert busiest_second(before + after) <= qps
 
 
@@ -325,9 +328,9 @@ async def test_a_redis_restart_mid_scan_opens_no_burst(
         await asyncio.gather(*running, return_exceptions=True)
         for b in budgets:
             await b.aclose()
-    # Sharper than the count: no two slots, before and after the restart, closer than
-    # the spacing (without the hold, new slots land among those leased before).
-    assert min_gap(slots) >= interval_us(qps)
+    # Sharper than the count: no two slots, before and after the restart, in one tick
+    # (without the hold, new slots land among those leased before).
+    assert one_a_tick(slots, qps)
     assert busiest_second(slots) <= qps
     assert busiest_second(slots) >= 0.5 * qps
 
@@ -447,3 +450,41 @@ async def test_a_lease_with_nobody_left_waiting_ends_instead_of_looping_on_round
         assert budget.link.calls == calls  # idle: no round trips
     finally:
         await asyncio.wait_for(budget.aclose(), timeout=5)
+
+
+async def test_a_lease_ahead_holds_only_its_own_slots_of_a_budget_it_shares(
+    redis_server: RedisServer,
+) -> None:
+    # A slow API leasing permits ahead (batch at 20/s: 50 ms apart) must not take the
+    # address's budget between them: the fast API's permits fit in the gaps. Granted in
+    # order, every slot after the last one granted, the batch lease held the address
+    # for its whole span, and a single pacer beside it got a fraction of its rate
+    # (25 of the 60/s the address left it, at the scan level 180 calls in a hybrid
+    # scan's 1,364 single slots).
+    budget = await connect(redis_server)
+    try:
+        batch = budget.pacer("BatchQuerySessionByClientIds", 20, address_qps=80)
+        single = budget.pacer("QuerySessionByClientId", 200, address_qps=80)
+        await batch.acquire()  # new keys: wait out their hold
+        await single.acquire()
+
+        async def lease(pacer: RedisPacer, qps: float) -> list[int]:
+            now, _, _, *offsets = await budget.link.run(
+                pacer._keys,
+                script_args(
+                    want=8, qps=qps, adaptive=True, answers=0, throttled=0, other_rates=(80,)
+                ),
+            )
+            return [now + offset for offset in offsets]
+
+        slow = await lease(batch, 20)
+        fast = await lease(single, 200)
+    finally:
+        await budget.aclose()
+    assert len(slow) >= 4  # 250 ms ahead at 50 ms apart
+    assert len(fast) == 8
+    # The single permits landed between the batch's, not after the last of them ...
+    assert sum(t < max(slow) for t in fast) >= 4
+    # ... and every slot of the address is an interval from every other.
+    assert one_a_tick(slow + fast, 80)
+    assert one_a_tick(fast, 200)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,12 +165,16 @@ async def test_a_pacer_that_does_not_adapt_reports_nothing() -> None:
     assert link.calls[-1][5:8] == ["0", "0", "0"]
 
 
-def test_the_interval_keeps_the_local_pacer_s_margin() -> None:
-    # 1 + (w + window)/T < qps + 1 for any w < 1 + JITTER_S (script.py, point 3).
-    for qps in (1, 7, 100, 300, 500):
+def test_the_tick_keeps_the_local_pacer_s_margin() -> None:
+    # A window of 1 + JITTER_S + SPEND_WINDOW_S meets at most ceil(W / T) + 1 ticks,
+    # one slot each: never more than qps (script.py, points 1 and 3).
+    window = 1 + JITTER_S + SPEND_WINDOW_S
+    for qps in (2, 7, 100, 300, 500):
         t = interval_us(qps) / 1e6
-        assert 1 + (1 + JITTER_S + SPEND_WINDOW_S) / t <= qps + 1 + 1e-9
-        assert 1 / t > qps * 0.985  # sustained: 1.4% under qps
+        assert math.ceil(window / t) + 1 <= qps
+        assert 1 / t == pytest.approx((qps - 1) / window, rel=1e-3)  # sustained (µs ticks)
+    with pytest.raises(ValueError, match="2 calls/s or more"):
+        interval_us(1.5)
     assert floor_share(500) == pytest.approx(0.05)
     assert floor_share(10) == pytest.approx(0.1)  # MIN_RATE 1/s
     assert floor_share(0.5) == 1.0
@@ -226,7 +231,7 @@ def test_keys_name_a_digest_of_the_account_never_the_access_key_id() -> None:
     assert api_key("{fs}", ak, "Q") != api_key("{fs}", ak + "2", "Q")
     assert api_key("{fs}", ak, "Q") != api_key("{fs}", ak, "B")
     # The address's budget is the address's, whichever account sends from it.
-    assert address_key("{fs}", "nat-1") == "{fs}:addr:nat-1"
+    assert address_key("{fs}", "nat-1") == "{fs}:addr:nat-1:slots"
 
 
 class _Dead:

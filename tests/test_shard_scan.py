@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from log_capture import Everything
 
 from fleetscan.cli import main
 from fleetscan.engine import LimiterSettings, ScanSettings, tally
@@ -70,20 +71,6 @@ def test_limiter_settings_never_show_the_url_and_refuse_bad_values() -> None:
         LimiterSettings(url="redis://h:1/0", timeout=0)
     with pytest.raises(UsageError, match="--address-group"):
         LimiterSettings(url="redis://h:1/0", address_group=" ")
-
-
-def test_the_shared_limiter_is_refused_with_two_lanes_or_several_addresses() -> None:
-    # One shared pacer for one lane from one address is what is wired so far: a hybrid
-    # or confirming scan would otherwise pace its second lane alone.
-    limiter = LimiterSettings(url="redis://127.0.0.1:6379/0")
-    for extra in (
-        {"mode": "hybrid"},
-        {"mode": "batch", "confirm_offline": True},
-        {"source_addresses": ("127.0.0.2",)},
-    ):
-        with pytest.raises(UsageError, match="--limiter does not yet work"):
-            ScanSettings(instance_id="mqtt-cn-x", limiter=limiter, **extra)  # type: ignore[arg-type]
-    ScanSettings(instance_id="mqtt-cn-x", limiter=limiter, mode="batch")
 
 
 @pytest.mark.parametrize(
@@ -152,3 +139,36 @@ def test_without_the_redis_package_the_limiter_names_the_extra(tmp_path: Path) -
     )
     assert done.returncode == 2
     assert "pip install 'fleetscan[redis]'" in done.stderr.decode()
+
+
+def test_the_shared_budget_is_named_by_the_account_never_by_a_passing_key(
+    logs: Everything,
+) -> None:
+    from fleetscan.credentials import Credentials
+    from fleetscan.credentials.value import account_of_role
+    from fleetscan.engine.shared import budget_account
+
+    assert account_of_role("acs:ram::1234567890123456:role/fleet-audit") == "1234567890123456"
+    assert account_of_role("acs:ram::1234:oidc-provider/x") is None
+    assert account_of_role("fleet-audit") is None
+    limiter = LimiterSettings(url="redis://h:1/0")
+    static = Credentials(access_key_id="LTAIkey", access_key_secret="s")
+    assert budget_account(limiter, static) == "LTAIkey"
+    assumed = Credentials(
+        access_key_id="STS.one", access_key_secret="s", security_token="t", account="42"
+    )
+    again = Credentials(
+        access_key_id="STS.two", access_key_secret="s", security_token="t", account="42"
+    )
+    assert budget_account(limiter, assumed) == budget_account(limiter, again)
+    # A temporary key of no known account: its own budget, and the user hears how to share.
+    metadata = Credentials(
+        access_key_id="STS.three", access_key_secret="s", security_token="t", source="ECS"
+    )
+    assert budget_account(limiter, metadata) == "STS.three"
+    assert any("--limiter-account" in line for line in logs.lines)
+    # --limiter-account names it for every process, whatever the key.
+    named = LimiterSettings(url="redis://h:1/0", account="fleet-prod")
+    assert budget_account(named, metadata) == budget_account(named, static)
+    with pytest.raises(UsageError, match="--limiter-account"):
+        LimiterSettings(url="redis://h:1/0", account=" ")

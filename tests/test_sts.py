@@ -958,3 +958,26 @@ async def test_a_reused_nonce_is_signed_afresh_once(rig: Rig) -> None:
     env = {"ALIBABA_CLOUD_STS_ENDPOINT": rig.env()["ALIBABA_CLOUD_STS_ENDPOINT"]}
     assert (await (await rig.resolve(env)).provider.get()).access_key_id.startswith("STS.")
     assert [c[5] for c in calls(rig.emu)] == ["SignatureNonceUsed", None]
+
+
+async def test_assumed_credentials_name_the_role_s_account_through_every_refresh(
+    rig: Rig,
+) -> None:
+    # The shared budget's keys are per account: a temporary key changes at every
+    # refresh and from pod to pod, the account its role names does not.
+    from fleetscan.engine.shared import LimiterSettings, budget_account
+
+    limiter = LimiterSettings(url="redis://127.0.0.1:6379/0")
+    resolved = await rig.resolve()
+    first = await resolved.provider.get()
+    assert first.account == UID
+    assert first.expiration is not None
+    rig.clock.now = first.expiration.timestamp() + 3600
+    second = await resolved.provider.get()
+    assert second.access_key_id != first.access_key_id
+    assert second.account == UID
+    assert budget_account(limiter, first) == budget_account(limiter, second)
+    # Another pod assumes the role on its own: another key, the same budget.
+    other = await (await rig.resolve()).provider.get()
+    assert other.access_key_id not in (first.access_key_id, second.access_key_id)
+    assert budget_account(limiter, other) == budget_account(limiter, first)

@@ -20,6 +20,7 @@ except loopback (the emulator).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -33,7 +34,7 @@ import aiohttp
 import orjson
 
 from fleetscan.credentials.fetchers import borrowed_session, temporary_credentials
-from fleetscan.credentials.value import Credentials, CredentialsProvider
+from fleetscan.credentials.value import Credentials, CredentialsProvider, account_of_role
 from fleetscan.endpoints import check_endpoint
 from fleetscan.errors import (
     AccountError,
@@ -348,7 +349,8 @@ class StsClient:
             raise _refusal(api_error(None, what, http_status=status))
         issued = data.get("Credentials")
         if status == 200 and isinstance(issued, dict):
-            return _credentials(issued, f"STS {action} of {role_arn}")
+            credentials = _credentials(issued, f"STS {action} of {role_arn}")
+            return dataclasses.replace(credentials, account=account_of_role(role_arn))
         code = data.get("Code")
         message = data.get("Message")
         request_id = data.get("RequestId")

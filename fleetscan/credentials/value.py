@@ -6,11 +6,27 @@ the sources and the chain can all depend on it without depending on each other.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["Credentials", "CredentialsProvider", "ResolvedCredentials", "StaticCredentials"]
+__all__ = [
+    "Credentials",
+    "CredentialsProvider",
+    "ResolvedCredentials",
+    "StaticCredentials",
+    "account_of_role",
+]
+
+# acs:ram::<account UID>:role/<name>
+_ROLE_ARN = re.compile(r"acs:ram::(\d+):role/\S+")
+
+
+def account_of_role(role_arn: str) -> str | None:
+    """The account UID a RAM role's ARN names, None when it is no role ARN."""
+    found = _ROLE_ARN.fullmatch(role_arn.strip())
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +39,10 @@ class Credentials:
     expiration: datetime | None = None
     # Where these came from, for messages: "environment", "~/.aliyun/config.json" ...
     source: str = "given"
+    # The account (UID) the key acts for, when known: an assumed role's ARN names it.
+    # Temporary keys change at every refresh; the account does not (the shared
+    # budget's keys are per account: fleetscan.engine.shared.budget_account).
+    account: str | None = None
 
 
 class CredentialsProvider(Protocol):

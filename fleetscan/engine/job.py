@@ -25,7 +25,7 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -43,11 +43,12 @@ from fleetscan.client import (
 from fleetscan.credentials import Credentials, CredentialsProvider, resolve_credentials
 from fleetscan.engine.lanes import Session
 from fleetscan.engine.outcome import Outcome, outcome_of
-from fleetscan.engine.pacers import Route
+from fleetscan.engine.pacers import Route, shared_rates
 from fleetscan.engine.scanner import Scanner
 from fleetscan.engine.settings import ScanSettings
-from fleetscan.engine.shared import egress_address, shared_pacers
+from fleetscan.engine.shared import budget_account, egress_address, shared_pacers
 from fleetscan.errors import ApiError, FleetscanError, LimiterLostError, UsageError
+from fleetscan.limits import Mode, api_for
 from fleetscan.outage import OutageOver
 from fleetscan.output import FLUSH_INTERVAL, ResumeState
 from fleetscan.pacer import Pacer
@@ -201,8 +202,11 @@ class ScanJob:
         self._http: aiohttp.ClientSession | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._entered = False
-        # The shared limiter's connection (settings.limiter), from prepare to the end.
+        # The shared limiter's connection (settings.limiter), from prepare to the end,
+        # and its pacers: the lanes' (two lanes, one address), or each source address's.
         self._limiter: contextlib.AsyncExitStack | None = None
+        self.lane_pacers: Mapping[Mode, Pacer] | None = None
+        self._route_pacers: dict[str, dict[Mode, Pacer]] = {}
 
     async def __aenter__(self) -> ScanJob:
         self._entered = True
@@ -253,36 +257,49 @@ class ScanJob:
             await self._connect_limiter()
 
     async def _connect_limiter(self) -> None:
-        """The shared budget's pacer, for the account of the credentials and the
+        """The shared budget's pacers, for the account of the credentials and each
         address the calls leave from (LimiterUnavailableError: nothing was sent)."""
-        limiter = self.settings.limiter
+        settings = self.settings
+        limiter = settings.limiter
         assert limiter is not None
         target = self.target
         credentials = target.credentials
         if credentials is not None and not isinstance(credentials, Credentials):
             credentials = await credentials.get()
-        # Without credentials (a client passed in) the budget is still one account's.
-        account = credentials.access_key_id if credentials is not None else "default"
-        endpoint = target.endpoint or (
-            endpoint_for_region(target.region) if target.region else None
-        )
-        address = await egress_address(endpoint) if limiter.address_group is None else ""
+        addresses = list(settings.source_addresses)
+        if not addresses:
+            endpoint = target.endpoint or (
+                endpoint_for_region(target.region) if target.region else None
+            )
+            addresses = [await egress_address(endpoint) if limiter.address_group is None else ""]
         stack = contextlib.AsyncExitStack()
         pacers = await stack.enter_async_context(
             shared_pacers(
                 limiter,
-                access_key_id=account,
-                address=address,
-                rates=[(self.settings.api, self.settings.api_rate)],
+                account=budget_account(limiter, credentials),
+                addresses=addresses,
+                rates={api_for(mode): rate for mode, rate in shared_rates(settings).items()},
+                address_budget=settings.address_budget,
                 ca_bundle=target.ca_bundle,
             )
         )
         self._limiter = stack
-        self.pacer = pacers[self.settings.api]
+        by_address = {
+            address: {mode: pacers[address, api_for(mode)] for mode in settings.lane_rates}
+            for address in addresses
+        }
+        if settings.source_addresses:
+            self._route_pacers = by_address
+        else:
+            (lanes,) = by_address.values()
+            if settings.two_lanes:
+                self.lane_pacers = lanes
+            else:
+                self.pacer = lanes[settings.lane_mode]
         log.info(
             "pacing through the shared limiter %s (address %s)",
             limiter.shown,
-            limiter.address_group or address,
+            limiter.address_group or ", ".join(addresses),
         )
 
     async def _close_limiter(self) -> None:
@@ -322,6 +339,7 @@ class ScanJob:
                     client=session,
                     settings=self.settings,
                     pacer=self.pacer,
+                    lane_pacers=self.lane_pacers,
                     routes=routes,
                     seen=resume.seen if resume is not None else None,
                     counters=self.counters,
@@ -460,7 +478,7 @@ class ScanJob:
                         session=http,
                     )
                 )
-                routes.append(Route(client, budget))
+                routes.append(Route(client, budget, pacers=self._route_pacers.get(address)))
             yield tuple(routes)
 
     @contextlib.contextmanager

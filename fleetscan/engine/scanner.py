@@ -229,10 +229,14 @@ class Scanner:
                 for mode, rate in settings.lane_rates.items()
             }
             for route in self.routes:
-                paced: dict[Mode, Pacer] = {
-                    mode: CompositePacer(route.budget, account)
-                    for mode, account in accounts.items()
-                }
+                paced: dict[Mode, Pacer] = (
+                    dict(route.pacers)
+                    if route.pacers is not None
+                    else {
+                        mode: CompositePacer(route.budget, account)
+                        for mode, account in accounts.items()
+                    }
+                )
                 plan.append((route.client, paced, route.budget.address))
         elif settings.two_lanes:
             assert self.lane_pacers is not None

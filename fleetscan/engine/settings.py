@@ -161,11 +161,15 @@ class ScanSettings:
             checked_rate(self.lane_mode, self.qps, account_qps=self.account_qps)
         if self.confirm_offline:
             self._check_confirm()
-        if self.limiter is not None and (self.two_lanes or self.source_addresses):
-            # The shared budget builds one pacer for one lane from one address so far.
+        if (
+            self.limiter is not None
+            and self.limiter.address_group is not None
+            and len(self.source_addresses) > 1
+        ):
             raise UsageError(
-                "--limiter does not yet work with --mode hybrid, --confirm-offline or "
-                "--source-address: use --mode single or batch from one address"
+                f"--address-group {self.limiter.address_group!r} names the one egress "
+                "address of hosts behind a NAT gateway; with several --source-address "
+                "each address has a budget of its own: give one or the other"
             )
         if self.concurrency is not None and self.concurrency < 1:
             raise UsageError(f"--concurrency {self.concurrency}: must be at least 1")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DEFAULT_PREFIX", "account_digest", "address_key", "aimd_key", "api_key"]
+__all__ = ["DEFAULT_PREFIX", "account_digest", "address_key", "aimd_key", "api_key", "lane_key"]
 
 DEFAULT_PREFIX = "{fleetscan}"
 
@@ -26,15 +26,23 @@ def account_digest(access_key_id: str) -> str:
 
 
 def api_key(prefix: str, access_key_id: str, api: str) -> str:
-    """The last slot granted for ``api`` on the account."""
-    return f"{prefix}:{account_digest(access_key_id)}:api:{api}"
+    """The slots granted for ``api`` on the account (a sorted set)."""
+    return f"{prefix}:{account_digest(access_key_id)}:api:{api}:slots"
 
 
 def aimd_key(prefix: str, access_key_id: str, api: str) -> str:
     """The shared slow-down (AIMD) of ``api`` on the account."""
-    return api_key(prefix, access_key_id, api) + ":aimd"
+    return f"{prefix}:{account_digest(access_key_id)}:api:{api}:aimd"
 
 
 def address_key(prefix: str, address: str) -> str:
-    """The last slot granted from an egress address, or a group of hosts behind one."""
-    return f"{prefix}:addr:{address}"
+    """The slots granted from an egress address, or a group of hosts behind one (a
+    sorted set). Named apart from the single value of earlier versions, which a
+    process of an earlier version still in use may hold."""
+    return f"{prefix}:addr:{address}:slots"
+
+
+def lane_key(prefix: str, token: str, api: str) -> str:
+    """The slots granted to one process's lane of ``api`` (``token``: the process's
+    own, so no other process shares it): its cap beside the shared budgets."""
+    return f"{prefix}:lane:{token}:{api}:slots"

@@ -200,7 +200,7 @@ class RedisLink:
         try:
             await link._script(
                 keys=[probe_key + ":aimd", probe_key],
-                args=script_args(want=0, qps=1.0, adaptive=False, answers=0, throttled=0),
+                args=script_args(want=0, qps=2.0, adaptive=False, answers=0, throttled=0),
             )
         except Exception as exc:  # any failure here means "cannot use it"
             await link.aclose()

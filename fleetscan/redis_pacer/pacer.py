@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from fleetscan.redis_pacer.link import RedisLink
-from fleetscan.redis_pacer.script import HORIZON_S, SPEND_WINDOW_S, script_args
+from fleetscan.redis_pacer.script import HORIZON_S, MIN_QPS, SPEND_WINDOW_S, script_args
 
 __all__ = ["CATCH_UP_AFTER", "CATCH_UP_PERMITS", "DEFAULT_LEASE", "RedisPacer"]
 
@@ -47,10 +47,12 @@ def _retrieve(task: asyncio.Future[None]) -> None:
 
 class RedisPacer:
     """Paces attempts at up to ``qps`` for one API on the account, and at up to
-    ``address_qps`` from the egress address, across every process sharing Redis.
+    ``address_qps`` from the egress address, across every process sharing Redis, and
+    at up to ``lane_qps`` for this process's lane (its own key, shared with no one).
 
     ``keys`` are the script's KEYS: the API's AIMD hash, the API's budget, then the
-    address's budget when ``address_qps`` is given (see `SharedBudget.pacer`).
+    address's budget when ``address_qps`` is given, then the lane's when ``lane_qps``
+    is (see `SharedBudget.pacer`).
     ``clock`` (monotonic seconds) and ``sleep`` time the spending of leased permits:
     only durations are used, so the host's time of day never matters. ``on_grant``,
     when given, hears the server time (µs) of each spent permit's slot.
@@ -58,7 +60,6 @@ class RedisPacer:
 
     __slots__ = (
         "_adaptive",
-        "_address_qps",
         "_answers",
         "_catch_up",
         "_clock",
@@ -70,6 +71,7 @@ class RedisPacer:
         "_link",
         "_lock",
         "_on_grant",
+        "_other_rates",
         "_qps",
         "_share",
         "_sleep",
@@ -86,24 +88,28 @@ class RedisPacer:
         keys: tuple[str, ...],
         qps: float,
         address_qps: float | None = None,
+        lane_qps: float | None = None,
         adaptive: bool = True,
         lease: int = DEFAULT_LEASE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_grant: Callable[[int], None] | None = None,
     ) -> None:
-        if not qps > 0:
-            raise ValueError(f"qps must be positive, not {qps!r}")
-        if address_qps is not None and not address_qps > 0:
-            raise ValueError(f"address_qps must be positive, not {address_qps!r}")
-        if len(keys) != (3 if address_qps is not None else 2):
-            raise ValueError("keys: the AIMD hash, the API's budget, the address's if paced")
+        if not qps >= MIN_QPS:
+            raise ValueError(f"qps must be at least {MIN_QPS}, not {qps!r}")
+        others = tuple(rate for rate in (address_qps, lane_qps) if rate is not None)
+        if any(not rate >= MIN_QPS for rate in others):
+            raise ValueError(f"address_qps and lane_qps must be at least {MIN_QPS}, not {others!r}")
+        if len(keys) != 2 + len(others):
+            raise ValueError(
+                "keys: the AIMD hash, the API's budget, the address's and the lane's if paced"
+            )
         if lease < 1:
             raise ValueError(f"lease must be at least 1, not {lease!r}")
         self._link = link
         self._keys = keys
         self._qps = float(qps)
-        self._address_qps = address_qps
+        self._other_rates = others
         self._adaptive = adaptive
         self._lease = lease
         self._clock = clock
@@ -189,7 +195,7 @@ class RedisPacer:
     async def _take_lease(self) -> None:
         while True:
             answers, throttled = self._answers, self._throttled
-            other = () if self._address_qps is None else (self._address_qps,)
+            other = self._other_rates
             catch_up = self._catch_up > 0
             want = 1 if catch_up else min(self._lease, self._waiting)
             if want == 0:

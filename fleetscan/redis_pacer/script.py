@@ -1,45 +1,56 @@
-"""The GCRA script that hands out permits, on the Redis server's clock, and its shape.
+"""The script that hands out permits, on the Redis server's clock, and its shape.
 
-One value per budget key: the server time (µs) of the last slot granted from it. A
-slot is the earliest server time a permit may be spent. One call of the script takes
-up to ``want`` permits from every key of the call at once (the API's and the egress
-address's): each permit's slot is the first time every key allows, and it counts
-against all of them, or none is granted.
+GCRA's spacing, kept as a calendar: per budget key, a sorted set of the server times
+(µs) of the slots granted from it that are still to come, or just past. A slot is the
+earliest server time a permit may be spent. One call of the script takes up to
+``want`` permits from every key of the call at once (the API's and the egress
+address's): each permit's slot is the earliest time, from now on, at least an interval
+from every slot of every one of its keys, and it counts against all of them, or none
+is granted.
 
 Why no sliding second holds more than ``qps`` spends, across all processes:
 
-1. Redis runs scripts one at a time and each grant sets ``slot = max(now, last + T)``
-   for every key, ``T`` the key's interval in force (``interval_us``). So a key's slots
-   rise in the order granted, at least ``T_min`` apart (``T_min``: the interval at the
-   full ``qps``; a throttled rate only widens it), and a window of length ``w`` holds at
-   most ``1 + w / T_min`` of them.
+1. Redis runs scripts one at a time, and each grant gives its slot a tick of every
+   key of the call that no slot holds yet: a key's time is cut into ticks of its
+   interval ``T`` (``interval_us``, at the full ``qps``; while the shared rate is cut
+   to a share of it, only that share of the ticks, evenly spread, may be taken), and a
+   slot holds the tick it falls in. So a key holds at most one slot a tick, whatever
+   order the slots were granted in, and a window of length ``w`` meets at most
+   ``ceil(w / T) + 1`` ticks: it holds at most that many slots. (A slot may land
+   between two granted earlier: a lease of a slow API, whose slots are far apart,
+   holds only its own ticks of an address budget it shares with a fast one, not the
+   time between them. Granted in order instead, each slot after the key's last, a
+   batch lease took the address for its whole span and the single lane beside it
+   starved; kept an interval from every other slot, the batch's slots cut the address's
+   time into gaps a single slot fitted in only once.)
 2. A process spends a permit no earlier than its slot: the script returns the slot as
    an offset from the ``now`` it ran at, and the process counts that offset from when
    the answer arrived, which is later than ``now`` on any clock (causality; only the
    host's monotonic clock's *rate* is used, never its time of day). It spends it no
    later than ``SPEND_WINDOW_S`` after the slot on its own clock, or drops it. So a
    spend lies in ``[slot + l, slot + l + SPEND_WINDOW_S]``, ``l`` the answer's latency.
-3. Hence the spends in a window of length ``w`` have slots in a window of length
-   ``w + SPEND_WINDOW_S`` (plus the spread of ``l``, which is arrival jitter like the
-   network's, inside ``JITTER_S``): at most ``1 + (w + SPEND_WINDOW_S) / T_min``. With
-   ``T_min = (1 + JITTER_S + SPEND_WINDOW_S) / qps`` that is fewer than ``qps + 1`` for
-   every ``w < 1 + JITTER_S``: at most ``qps`` in any sliding second, with the local
-   pacer's margin for arrival jitter (``fleetscan.limiter``). The sustained rate is
-   ``qps / (1 + JITTER_S + SPEND_WINDOW_S)``, 1.4% under ``qps`` (the local pacer's:
-   0.8%).
+3. Hence the spends in a window of length 1 have slots in a window of length
+   ``W = 1 + SPEND_WINDOW_S`` (plus the spread of ``l``, which is arrival jitter like
+   the network's, inside ``JITTER_S``): at most ``ceil(W / T) + 1`` of them. With
+   ``T = (1 + JITTER_S + SPEND_WINDOW_S) / (qps - 1)`` that is at most ``qps`` in any
+   sliding second, with the local pacer's margin for arrival jitter
+   (``fleetscan.limiter``). The sustained rate is ``(qps - 1) / (1 + JITTER_S +
+   SPEND_WINDOW_S)``: at the account's 100 batch calls/s, 94.3 (the local pacer paces
+   at 96 for the same margin).
 
 Leasing is point 2 with ``want > 1``: a lease of k permits at server time ``now``
-reserves the slots ``s, s + T, ..., s + (k-1)T`` and the process spends each at its
-slot, not at once, so the bound above holds whatever k is. Slots are reserved at most
+reserves k slots, each placed as in point 1, and the process spends each at its slot,
+not at once, so the bound above holds whatever k is. Slots are reserved at most
 ``HORIZON_S`` ahead of ``now`` (beyond it the script grants nothing and says how long
 to wait), so a lease never holds more than ``HORIZON_S`` of a budget.
 
 A key that is missing (first use, expiry, eviction, or a Redis restart that lost the
 data) must not open a burst: permits leased before the loss are still being spent, up
 to ``HORIZON_S`` after it. Every slot ever granted was at most ``HORIZON_S`` past the
-``now`` of its grant, and that ``now`` came before the loss; so the lost value was at
-most ``loss + HORIZON_S``, and the script takes a missing key as ``now + HORIZON_S``
-(``now`` after the loss), no earlier. The history before and after the loss is then
+``now`` of its grant, and that ``now`` came before the loss; so every lost slot was at
+most ``loss + HORIZON_S``, and the script takes a missing key as holding a slot at
+``now + HORIZON_S`` (``now`` after the loss) and none may come before it (its
+``floor`` member). The history before and after the loss is then
 one run of point 1: no second across the restart holds more than ``qps``. The price:
 after a restart (and on first use) every process waits ``HORIZON_S + T`` for its first
 permit. (A server clock stepped forward, or a fail-over to a replica that missed the
@@ -71,6 +82,7 @@ __all__ = [
     "AIMD_TTL_MS",
     "HORIZON_S",
     "KEY_TTL_MS",
+    "MIN_QPS",
     "SCRIPT",
     "SPEND_WINDOW_S",
     "floor_share",
@@ -91,12 +103,17 @@ HORIZON_S = 0.25
 # An idle budget key is forgotten after this long (its next use waits HORIZON_S);
 # a cut rate is remembered for ten minutes of idleness.
 KEY_TTL_MS = 60_000
+# Below two a second, a tick's grid cannot hold a second to its rate (point 1).
+MIN_QPS = 2
 AIMD_TTL_MS = 600_000
 
 
 def interval_us(rate: float) -> int:
-    """The spacing of permits, in µs, that keeps any sliding second at ``rate`` or less."""
-    return math.ceil(1e6 * (1.0 + JITTER_S + SPEND_WINDOW_S) / rate)
+    """A budget's tick, in µs: one slot a tick keeps any sliding second at ``rate`` or
+    less (point 1 of the module docstring; ``rate`` at least `MIN_QPS`)."""
+    if rate < MIN_QPS:
+        raise ValueError(f"a shared budget paces at {MIN_QPS} calls/s or more, not {rate!r}")
+    return math.ceil(1e6 * (1.0 + JITTER_S + SPEND_WINDOW_S) / (rate - 1))
 
 
 def floor_share(qps: float) -> float:
@@ -141,8 +158,8 @@ def script_args(
     return args
 
 
-# KEYS[1]: the API's AIMD hash; KEYS[2..]: the last slot of each budget (the API's,
-# then the address's). ARGV: see script_args. Returns {now, wait, share in ppm,
+# KEYS[1]: the API's AIMD hash; KEYS[2..]: each budget's granted slots, a sorted set
+# (the API's, then the address's). ARGV: see script_args. Returns {now, wait, share in ppm,
 # slot offsets...}, all µs (integers: Redis truncates Lua numbers to integers).
 SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -191,30 +208,56 @@ if ARGV[6] == '1' then
 end
 
 local n = #KEYS - 1
-local last, interval = {}, {}
+-- Each budget is a grid of ticks of its interval (server µs / interval): a sorted set
+-- of the ticks its slots hold, and the first tick a new slot may hold.
+local step, thin, first = {}, {}, {}
+local latest = now
 for i = 1, n do
-  -- Missing: no earlier than any slot granted before the data was lost.
-  last[i] = tonumber(redis.call('GET', KEYS[i + 1])) or (now + horizon)
-  local base = tonumber(ARGV[12 + 2 * i])
-  if ARGV[13 + 2 * i] == '1' then base = base / share end
-  interval[i] = math.ceil(base)
+  local key = KEYS[i + 1]
+  step[i] = tonumber(ARGV[12 + 2 * i])
+  thin[i] = ARGV[13 + 2 * i] == '1' and share < 1
+  if redis.call('EXISTS', key) == 0 then
+    -- Missing: past every tick a slot granted before the data was lost could hold.
+    first[i] = math.floor((now + horizon) / step[i]) + 1
+    redis.call('ZADD', key, fmt(first[i]), 'floor')
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. fmt(math.floor(now / step[i])))
+    first[i] = tonumber(redis.call('ZSCORE', key, 'floor')) or 0
+  end
+  if first[i] * step[i] > latest then latest = first[i] * step[i] end
+end
+-- Whether budget i's tick k may take a slot: not before its first, not taken, and,
+-- while the shared rate is cut, one of the share's evenly spread ticks.
+local function open(i, k)
+  if k < first[i] then return false end
+  if thin[i] and math.floor(k * share) == math.floor((k - 1) * share) then return false end
+  return not redis.call('ZSCORE', KEYS[i + 1], fmt(k))
 end
 local out = {now, 0, math.floor(share * 1000000 + 0.5)}
 for j = 1, want do
-  local s = now
-  for i = 1, n do
-    if last[i] + interval[i] > s then s = last[i] + interval[i] end
+  local s, moved = now, true
+  while moved and s <= now + reach do
+    moved = false
+    for i = 1, n do
+      local k = math.floor(s / step[i])
+      local t = k
+      while not open(i, t) do t = t + 1 end
+      if t > k then s, moved = t * step[i], true end
+    end
   end
   if s > now + reach then
     if j == 1 then out[2] = s - reach - now end
     break
   end
   out[#out + 1] = s - now
-  for i = 1, n do last[i] = s end
+  for i = 1, n do
+    local k = math.floor(s / step[i])
+    redis.call('ZADD', KEYS[i + 1], fmt(k), fmt(k))
+  end
+  if s > latest then latest = s end
 end
 for i = 1, n do
-  redis.call('SET', KEYS[i + 1], fmt(last[i]), 'PX',
-             math.ceil(math.max(0, last[i] - now) / 1000) + ttl)
+  redis.call('PEXPIRE', KEYS[i + 1], math.ceil((latest - now) / 1000) + ttl)
 end
 return out
 """
