@@ -119,6 +119,9 @@ class ScanSummary:
     # Per API and per source address: calls, billable, peak per sliding second, throttled.
     lanes: dict[str, dict[str, int]] = field(default_factory=dict)
     addresses: dict[str, dict[str, int]] = field(default_factory=dict)
+    # With --limiter: permits spent, permits dropped (woken too late to spend them at
+    # their slot), and round trips to Redis; None without.
+    limiter: dict[str, int] | None = None
 
     @classmethod
     def build(
@@ -140,6 +143,7 @@ class ScanSummary:
         warnings: tuple[str, ...] = (),
         shard: str | None = None,
         shard_seed: str | None = None,
+        limiter: dict[str, int] | None = None,
     ) -> ScanSummary:
         billable = counters.calls_succeeded
         peak = counters.success_peak.peak
@@ -195,6 +199,7 @@ class ScanSummary:
             ids_other_shards=counters.other_shards,
             lanes={api: lane.to_dict() for api, lane in counters.lanes.items()},
             addresses={ip: part.to_dict() for ip, part in counters.addresses.items()},
+            limiter=limiter,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +259,15 @@ class ScanSummary:
                 for kind, parts in (("api", self.lanes), ("address", self.addresses))
                 if len(parts) > 1
                 for name, part in parts.items()
+            ),
+            *(
+                [
+                    f"  limiter   {self.limiter['permits']} permits, "
+                    f"{self.limiter['dropped']} dropped (woken too late for their slot), "
+                    f"{self.limiter['round_trips']} round trips to Redis"
+                ]
+                if self.limiter is not None
+                else []
             ),
             f"  time      {rfc3339(self.started_at)} .. {rfc3339(self.ended_at)}",
         ]

@@ -121,6 +121,12 @@ async def test_two_hybrid_processes_from_two_addresses_share_the_account_s_batch
         assert total.max_requests_1s <= ADDRESS_LIMIT
         (result,) = (r for r in results if address in r.counters.addresses)
         assert result.counters.addresses[address].calls_sent == total.requests
+    # Every attempt took one shared permit; leases took several a round trip.
+    for result in results:
+        assert result.limiter is not None
+        assert result.limiter["permits"] == result.counters.calls_sent
+        assert 0 < result.limiter["round_trips"] < result.limiter["permits"]
+        assert "round trips to Redis" in result.summary().to_text()
     # Both lanes of both processes answered.
     for shard in records:
         assert set(Counter(r.api for r in shard)) == {SINGLE_API, BATCH_API}

@@ -25,7 +25,7 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -106,6 +106,8 @@ class ScanResult:
     input_error: FleetscanError | None = None
     output_error: OSError | None = None
     warnings: tuple[str, ...] = field(default=())
+    # With a shared limiter: its permits, dropped permits and round trips.
+    limiter: dict[str, int] | None = None
 
     @property
     def not_scanned(self) -> int:
@@ -148,6 +150,7 @@ class ScanResult:
             warnings=tuple(warnings),
             shard=str(self.settings.shard) if self.settings.shard is not None else None,
             shard_seed=self.settings.shard.seed_digest if self.settings.shard is not None else None,
+            limiter=self.limiter,
         )
 
 
@@ -207,6 +210,7 @@ class ScanJob:
         self._limiter: contextlib.AsyncExitStack | None = None
         self.lane_pacers: Mapping[Mode, Pacer] | None = None
         self._route_pacers: dict[str, dict[Mode, Pacer]] = {}
+        self._limiter_stats: Callable[[], dict[str, int]] | None = None
 
     async def __aenter__(self) -> ScanJob:
         self._entered = True
@@ -273,7 +277,7 @@ class ScanJob:
             )
             addresses = [await egress_address(endpoint) if limiter.address_group is None else ""]
         stack = contextlib.AsyncExitStack()
-        pacers = await stack.enter_async_context(
+        pacers, self._limiter_stats = await stack.enter_async_context(
             shared_pacers(
                 limiter,
                 account=budget_account(limiter, credentials),
@@ -412,6 +416,7 @@ class ScanJob:
             input_error=self._input_error,
             output_error=output_error,
             warnings=self._warnings,
+            limiter=self._limiter_stats() if self._limiter_stats is not None else None,
         )
 
     async def _http_session(self) -> aiohttp.ClientSession:

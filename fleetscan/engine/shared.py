@@ -19,7 +19,7 @@ import contextlib
 import importlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -124,9 +124,10 @@ async def shared_pacers(
     rates: Mapping[str, tuple[float, float | None]],
     address_budget: float = DEFAULT_ADDRESS_BUDGET,
     ca_bundle: str | None = None,
-) -> AsyncIterator[dict[tuple[str, str], Pacer]]:
+) -> AsyncIterator[tuple[dict[tuple[str, str], Pacer], Callable[[], dict[str, int]]]]:
     """Connect, and yield a pacer per source address and API, keyed ``(address, api)``,
-    each at the API's shared rate (``rates[api]``: the rate, and this process's cap of
+    and what reads their figures so far (`SharedBudget.stats`), each pacer at the
+    API's shared rate (``rates[api]``: the rate, and this process's cap of
     the API over all its addresses, or None) and at ``address_budget`` from the
     address (both APIs and every process behind it together); closed after.
 
@@ -145,7 +146,7 @@ async def shared_pacers(
         ca_bundle=ca_bundle,
     )
     try:
-        yield {
+        pacers: dict[tuple[str, str], Pacer] = {
             (address, api): budget.pacer(
                 api,
                 rate,
@@ -156,5 +157,6 @@ async def shared_pacers(
             for address in addresses
             for api, (rate, cap) in rates.items()
         }
+        yield pacers, budget.stats
     finally:
         await budget.aclose()

@@ -118,6 +118,14 @@ class SharedBudget:
         self._pacers.append(pacer)
         return pacer
 
+    def stats(self) -> dict[str, int]:
+        """Permits spent and dropped by its pacers, and round trips to Redis, so far."""
+        return {
+            "permits": sum(pacer.granted for pacer in self._pacers),
+            "dropped": sum(pacer.dropped for pacer in self._pacers),
+            "round_trips": self.link.calls,
+        }
+
     async def aclose(self) -> None:
         for pacer in self._pacers:
             await pacer.aclose()
