@@ -20,6 +20,7 @@ from fleetscan.errors import LimiterLostError, UsageError
 from fleetscan.limiter import JITTER_S
 from fleetscan.redis_pacer import PASSWORD_ENV, RedisLink, RedisPacer, parse_limiter_url
 from fleetscan.redis_pacer.keys import account_digest, address_key, aimd_key, api_key
+from fleetscan.redis_pacer.pacer import CATCH_UP_AFTER
 from fleetscan.redis_pacer.script import SPEND_WINDOW_S, floor_share, interval_us
 
 SERVER_NOW = 1_800_000_000_000_000  # µs, the fake server's time of day
@@ -124,6 +125,41 @@ async def test_a_permit_woken_for_too_late_is_dropped_not_spent() -> None:
     # The fake server's clock is the local one shifted: each slot's local due time.
     due = [(slot - SERVER_NOW) / 1e6 for slot in slots]
     assert all(0 <= s - d <= SPEND_WINDOW_S for s, d in zip(spent, due, strict=True))
+
+
+class LateAWhile(FakeTime):
+    """Late on its first five wake-ups (a busy CPU), then on time."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if len(self.sleeps) >= 5:
+            self.lateness = 0.0
+
+
+class BusyLink(FakeLink):
+    """Other processes keep the budget leased 200 ms ahead: nothing is free at once."""
+
+    async def run(self, keys: Sequence[str], args: Sequence[str]) -> list[int]:
+        if len(self.calls) > 100:
+            raise AssertionError("the pacer kept asking for what never comes")
+        now = round(self.clock.now * 1e6)
+        self._last = max(self._last, now + 200_000)
+        return await super().run(keys, args)
+
+
+async def test_a_late_pacer_beside_busy_processes_leases_ahead_again() -> None:
+    # Late on every wake-up, the pacer drops permits and asks for some to spend at
+    # once; with the budget leased ahead by others none ever is, and it asked again
+    # and again while the others took the whole budget. It goes back to leasing.
+    clock = LateAWhile(lateness=SPEND_WINDOW_S * 1.5)
+    link = BusyLink(clock)
+    p, _ = pacer(link, clock, lease=3)
+    for _ in range(6):
+        await p.acquire()
+    assert p.dropped >= CATCH_UP_AFTER  # it did try to catch up
+    assert p.granted == 6
+    assert any(args[1] == "0" for args in link.calls)  # asked for permits at once ...
+    assert int(link.calls[-1][1]) > 0  # ... then leased ahead again
 
 
 async def test_the_host_clock_s_time_of_day_changes_nothing() -> None:

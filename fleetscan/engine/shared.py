@@ -152,7 +152,7 @@ async def shared_pacers(
                 rate,
                 address_qps=check_address_budget(address_budget),
                 address=settings.address_group or address,
-                lane_qps=cap,
+                share_qps=cap,
             )
             for address in addresses
             for api, (rate, cap) in rates.items()

@@ -19,11 +19,16 @@ address budget is shared by both APIs and by every process behind it.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from fleetscan.redis_pacer.keys import DEFAULT_PREFIX, address_key, aimd_key, api_key, lane_key
+from fleetscan.redis_pacer.keys import (
+    DEFAULT_PREFIX,
+    address_key,
+    address_share_key,
+    aimd_key,
+    api_key,
+)
 from fleetscan.redis_pacer.link import DEFAULT_TIMEOUT_S, RedisLink
 from fleetscan.redis_pacer.pacer import DEFAULT_LEASE, RedisPacer
 
@@ -33,7 +38,7 @@ __all__ = ["SharedBudget"]
 class SharedBudget:
     """The link to Redis for one account and one egress address; see the module doc."""
 
-    __slots__ = ("_access_key_id", "_address", "_pacers", "_prefix", "_token", "link")
+    __slots__ = ("_access_key_id", "_address", "_pacers", "_prefix", "link")
 
     def __init__(
         self, link: RedisLink, *, access_key_id: str, address: str, prefix: str = DEFAULT_PREFIX
@@ -46,8 +51,6 @@ class SharedBudget:
         self._prefix = prefix
         # The pacers made here, closed with the link.
         self._pacers: list[RedisPacer] = []
-        # This process's own: the name of its lanes' keys (lane_qps).
-        self._token = secrets.token_hex(8)
 
     @classmethod
     async def connect(
@@ -87,28 +90,30 @@ class SharedBudget:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_grant: Callable[[int], None] | None = None,
         address: str | None = None,
-        lane_qps: float | None = None,
+        share_qps: float | None = None,
     ) -> RedisPacer:
         """A pacer for ``api`` at up to ``qps`` (and ``address_qps`` from ``address``:
         by default the budget's own; a process sending from several addresses names
-        each). ``lane_qps`` caps this process's calls of ``api``, over every pacer of
-        the budget that gives it, in the same grant: a cap taken apart, before the
-        shared permit, would leave one caller at a time waiting on Redis, and a lease
-        of one permit a round trip."""
+        each). ``share_qps`` caps ``api``'s share of that address's budget, for every
+        process behind it: two APIs sharing an address each keep their part (the
+        calls of many single lanes, ahead in the queue for the address, would leave
+        the batch lane, ten IDs a call, next to nothing). All in one grant: a cap
+        taken apart, before the shared permit, would leave one caller at a time
+        waiting on Redis, and a lease of one permit a round trip."""
         keys: tuple[str, ...] = (
             aimd_key(self._prefix, self._access_key_id, api),
             api_key(self._prefix, self._access_key_id, api),
         )
         if address_qps is not None:
             keys += (address_key(self._prefix, address or self._address),)
-        if lane_qps is not None:
-            keys += (lane_key(self._prefix, self._token, api),)
+        if share_qps is not None:
+            keys += (address_share_key(self._prefix, address or self._address, api),)
         pacer = RedisPacer(
             self.link,
             keys=keys,
             qps=qps,
             address_qps=address_qps,
-            lane_qps=lane_qps,
+            share_qps=share_qps,
             adaptive=adaptive,
             lease=lease,
             clock=clock,

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DEFAULT_PREFIX", "account_digest", "address_key", "aimd_key", "api_key", "lane_key"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "account_digest",
+    "address_key",
+    "address_share_key",
+    "aimd_key",
+    "api_key",
+]
 
 DEFAULT_PREFIX = "{fleetscan}"
 
@@ -42,7 +49,7 @@ def address_key(prefix: str, address: str) -> str:
     return f"{prefix}:addr:{address}:slots"
 
 
-def lane_key(prefix: str, token: str, api: str) -> str:
-    """The slots granted to one process's lane of ``api`` (``token``: the process's
-    own, so no other process shares it): its cap beside the shared budgets."""
-    return f"{prefix}:lane:{token}:{api}:slots"
+def address_share_key(prefix: str, address: str, api: str) -> str:
+    """The slots granted to ``api`` from an egress address (or group): the API's share
+    of the address's budget, beside the address's own key."""
+    return f"{prefix}:addr:{address}:api:{api}:slots"

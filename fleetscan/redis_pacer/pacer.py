@@ -13,12 +13,20 @@ slot) is dropped: spent that late it could crowd a later second. A loop that lat
 every wake-up would then drop every leased permit, so after ``CATCH_UP_AFTER`` drops
 in a row the pacer takes its next ``CATCH_UP_PERMITS`` one at a time, each only if it
 may be spent at once (reach 0): a round trip each, but nothing to wake up for, so
-nothing is dropped.
+nothing is dropped. When none is free at once (other processes lease the budget
+ahead), it leases as usual again: waiting for a free tick at once would wait for as
+long as they run.
+
+Where many processes share one budget, its horizon is soon all leased: a lease cut
+short is followed by the next only once it is spent, and one that got nothing waits
+for a random part of the horizon past the first tick within reach, so the processes
+do not race each other a round trip a tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -47,12 +55,12 @@ def _retrieve(task: asyncio.Future[None]) -> None:
 
 class RedisPacer:
     """Paces attempts at up to ``qps`` for one API on the account, and at up to
-    ``address_qps`` from the egress address, across every process sharing Redis, and
-    at up to ``lane_qps`` for this process's lane (its own key, shared with no one).
+    ``address_qps`` from the egress address, and at up to ``share_qps`` for its API's
+    share of that address's budget, across every process sharing Redis.
 
     ``keys`` are the script's KEYS: the API's AIMD hash, the API's budget, then the
-    address's budget when ``address_qps`` is given, then the lane's when ``lane_qps``
-    is (see `SharedBudget.pacer`).
+    address's budget when ``address_qps`` is given, then the API's share of it when
+    ``share_qps`` is (see `SharedBudget.pacer`).
     ``clock`` (monotonic seconds) and ``sleep`` time the spending of leased permits:
     only durations are used, so the host's time of day never matters. ``on_grant``,
     when given, hears the server time (µs) of each spent permit's slot.
@@ -74,6 +82,7 @@ class RedisPacer:
         "_other_rates",
         "_qps",
         "_share",
+        "_short",
         "_sleep",
         "_throttled",
         "_waiting",
@@ -88,7 +97,7 @@ class RedisPacer:
         keys: tuple[str, ...],
         qps: float,
         address_qps: float | None = None,
-        lane_qps: float | None = None,
+        share_qps: float | None = None,
         adaptive: bool = True,
         lease: int = DEFAULT_LEASE,
         clock: Callable[[], float] = time.monotonic,
@@ -97,9 +106,11 @@ class RedisPacer:
     ) -> None:
         if not qps >= MIN_QPS:
             raise ValueError(f"qps must be at least {MIN_QPS}, not {qps!r}")
-        others = tuple(rate for rate in (address_qps, lane_qps) if rate is not None)
+        others = tuple(rate for rate in (address_qps, share_qps) if rate is not None)
         if any(not rate >= MIN_QPS for rate in others):
-            raise ValueError(f"address_qps and lane_qps must be at least {MIN_QPS}, not {others!r}")
+            raise ValueError(
+                f"address_qps and share_qps must be at least {MIN_QPS}, not {others!r}"
+            )
         if len(keys) != 2 + len(others):
             raise ValueError(
                 "keys: the AIMD hash, the API's budget, the address's and the lane's if paced"
@@ -125,6 +136,8 @@ class RedisPacer:
         # time, at once, since catching up began.
         self._drops_in_a_row = 0
         self._catch_up = 0
+        # Whether the last lease granted fewer permits than it asked for.
+        self._short = False
         # The lease in flight, if any.
         self._filling: asyncio.Future[None] | None = None
         # Callers inside acquire: how many permits the next lease asks for.
@@ -178,10 +191,14 @@ class RedisPacer:
             self._waiting -= 1
 
     def _refill(self) -> None:
-        """Start the next lease while half of this one remains, hiding its round trip."""
+        """Start the next lease while half of this one remains, hiding its round trip;
+        after a lease cut short (the budget's horizon is taken, by others too), only
+        once it is spent: asking again at once would cost a round trip a permit, each
+        process racing the others for the few ticks that come within reach."""
         if self._filling is not None and not self._filling.done():
             return
-        if len(self._leased) > (0 if self._catch_up else self._lease // 2):
+        keep = 0 if self._catch_up or self._short else self._lease // 2
+        if len(self._leased) > keep:
             return
         self._filling = asyncio.ensure_future(self._take_lease())
         self._filling.add_done_callback(_retrieve)
@@ -218,11 +235,21 @@ class RedisPacer:
             self._answers -= answers
             self._throttled -= throttled
             self._share = share_ppm / 1e6
+            self._short = len(offsets) < want
             if offsets:
                 self._catch_up -= catch_up
                 self._leased.extend((arrived + off / 1e6, now_us + off) for off in offsets)
                 return
-            await self._sleep(wait_us / 1e6)
+            if catch_up:
+                # No tick free right now: others lease the budget ahead, and a permit
+                # to be spent at once would never come while they do. Lease as usual.
+                self._catch_up = 0
+                continue
+            # Nothing within reach: others hold the budget's horizon. Waking just when
+            # its first tick comes within reach, every process waiting would race for
+            # it, a round trip each; a random part of the horizon more spreads them,
+            # and the horizon the others keep filled loses nothing meanwhile.
+            await self._sleep(wait_us / 1e6 + random.uniform(0.0, HORIZON_S / 2))
 
     async def __aenter__(self) -> None:
         await self.acquire()
