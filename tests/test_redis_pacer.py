@@ -146,7 +146,8 @@ async def test_a_busy_address_grants_nothing_from_the_api_either(
         )
         assert reply[3:] == []  # no permit
         assert reply[1] > 9 * SECOND_US  # and how long until one
-        assert await raw.zrangebyscore(api_key, now_tick, "+inf") == leased  # none taken
+        after = await raw.zrangebyscore(api_key, now_tick, "+inf")
+        assert set(after) <= set(leased)  # no API slot taken
         await raw.aclose()
     finally:
         await budget.aclose()
