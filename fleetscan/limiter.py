@@ -73,9 +73,11 @@ MIN_RATE = 1.0
 MIN_RATE_SHARE = 0.05
 
 
-def bucket_shape(rate: float, qps: float) -> tuple[float, float]:
-    """(capacity, leak per second) of the bucket pacing ``rate`` under a ``qps`` cap."""
-    capacity = 1.0 + qps * LATENESS_S
+def bucket_shape(rate: float, qps: float, credit: float = LATENESS_S) -> tuple[float, float]:
+    """(capacity, leak per second) of the bucket pacing ``rate`` under a ``qps`` cap,
+    with ``credit`` seconds of catch-up for late wake-ups (the leak does not depend on
+    it: only this module's default keeps the bucket alone within the window bound)."""
+    capacity = 1.0 + qps * credit
     # At rate == qps this is (qps + 1 - capacity) / (1 + JITTER_S); below it, the
     # same share, so a lowered rate keeps its meaning.
     return capacity, rate * (1.0 - LATENESS_S) / (1.0 + JITTER_S)
@@ -87,7 +89,10 @@ class RateLimiter:
     ``await limiter.acquire()`` (or ``async with limiter:``) before each attempt;
     report answers with ``on_throttled()`` / ``on_success()``. Create it in the loop
     that uses it. ``clock`` (seconds, monotonic) times the AIMD steps only; the
-    pacing itself runs on the event loop's clock, as aiolimiter does.
+    pacing itself runs on the event loop's clock, as aiolimiter does. ``credit`` is the
+    catch-up for late wake-ups, in seconds at ``qps`` (`bucket_shape`): above the
+    default the bucket alone no longer keeps the window bound, so only a pacer that
+    also guards its sends (`fleetscan.pacing`) raises it.
     """
 
     __slots__ = (
@@ -98,13 +103,15 @@ class RateLimiter:
         "_bucket_rate",
         "_capacity",
         "_clock",
+        "_credit",
         "_cut_at",
         "_floor",
-        "_lock",
+        "_leading",
         "_qps",
         "_raised_at",
         "_rate",
         "_throttled",
+        "_waiters",
     )
 
     def __init__(
@@ -113,16 +120,20 @@ class RateLimiter:
         *,
         adaptive: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        credit: float = LATENESS_S,
     ) -> None:
         if not qps > 0:
             raise ValueError(f"qps must be positive, not {qps!r}")
+        if not credit >= 0:
+            raise ValueError(f"credit must be at least 0 seconds, not {credit!r}")
         self._qps = float(qps)
         self._adaptive = adaptive
         self._clock = clock
         self._floor = min(self._qps, max(MIN_RATE, MIN_RATE_SHARE * self._qps))
         # The AIMD target, in calls per second; the bucket catches up on next acquire.
         self._rate = self._qps
-        self._capacity, leak = bucket_shape(self._rate, self._qps)
+        self._credit = float(credit)
+        self._capacity, leak = bucket_shape(self._rate, self._qps, self._credit)
         # The leaky bucket in force, and the rate it was built for.
         self._bucket = AsyncLimiter(self._capacity, self._capacity / leak)
         self._bucket_rate = self._rate
@@ -134,14 +145,21 @@ class RateLimiter:
         # how many of them were throttled.
         self._answers: deque[tuple[float, bool]] = deque()
         self._throttled = 0
-        # One waiter in the bucket at a time, so a new rate takes effect within one old
-        # spacing rather than after the whole queue has drained through the old bucket.
-        self._lock = asyncio.Lock()
+        # One waiter in the bucket at a time (the leader), so a new rate takes effect
+        # within one old spacing rather than after the whole queue has drained through
+        # the old bucket; the others wait here, in order, for a permit or the lead.
+        self._leading = False
+        self._waiters: deque[asyncio.Future[bool]] = deque()
 
     @property
     def qps(self) -> float:
         """The configured ceiling, in calls per second."""
         return self._qps
+
+    @property
+    def capacity(self) -> float:
+        """The bucket's capacity: one permit plus the catch-up credit."""
+        return self._capacity
 
     @property
     def current_rate(self) -> float:
@@ -150,11 +168,55 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait until one more attempt may go out."""
-        async with self._lock:
+        loop = asyncio.get_running_loop()
+        if self._leading:
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                granted = await waiter
+            except asyncio.CancelledError:
+                # A cancelled waiter stays queued, skipped; a permit granted to it is
+                # spent unused (never one too many); the lead it was given goes on.
+                if waiter.done() and not waiter.cancelled() and not waiter.result():
+                    self._hand_on()
+                raise
+            if granted:
+                return
+        # The lead: wait in the bucket, then hand out what it holds now to the waiters
+        # behind, all in this one step. Waking them one at a time (a lock passed on)
+        # costs a loop iteration each: on a busy loop, fewer iterations a second than
+        # the rate, and the slots were lost however much catch-up credit was left.
+        self._leading = True
+        try:
             if self._bucket_rate != self._rate:
                 await self._swap_bucket()
-            await self._bucket.acquire()
-            self._acquired_at = asyncio.get_running_loop().time()
+            if self._acquired_at is None:
+                # The first permit fills the bucket: the credit is for wake-ups late
+                # in the run, not a burst at its start (new connections, each later
+                # than the pooled ones behind it: 105 batch calls in a second).
+                await self._bucket.acquire(self._capacity)
+            else:
+                await self._bucket.acquire()
+            waiters, bucket = self._waiters, self._bucket
+            while waiters and bucket.has_capacity():
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    await bucket.acquire()  # has capacity: returns at once
+                    waiter.set_result(True)
+            self._acquired_at = loop.time()
+        finally:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Pass the lead to the first waiter still waiting, if any."""
+        self._leading = False
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._leading = True  # held for it until it runs
+                waiter.set_result(False)
+                return
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -216,7 +278,7 @@ class RateLimiter:
             # an upper bound on the old fill, from aiolimiter's public surface only.
             elapsed = asyncio.get_running_loop().time() - self._acquired_at
             level = max(0.0, self._capacity - old_leak * elapsed)
-        _, leak = bucket_shape(self._rate, self._qps)
+        _, leak = bucket_shape(self._rate, self._qps, self._credit)
         bucket = AsyncLimiter(self._capacity, self._capacity / leak)
         if level > 0.0:
             await bucket.acquire(level)  # an empty bucket: returns at once
