@@ -14,14 +14,20 @@ spread over at most 1 + J seconds. A pacer built like `fleetscan.limiter.RateLim
 the arrivals of any second number fewer than ``B + r*(1 + J)`` (`worst_second`).
 With J = `ARRIVAL_JITTER_S` (40 ms, the jitter the issue measured 305 calls/s under):
 
-- address, budget 270/s: B = 2.08, r = 267.8, at most 280 arrivals in any second,
-  under the block at 300 by 20; the block holds for any J up to 116 ms
-  (`jitter_allowance`). The old single default, 300/s with 4 ms of allowance, reached
-  305 at 40 ms.
+- address, budget 270/s: r = 267.8. With the limiter's own B = 2.08, at most 280
+  arrivals in any second, under the block at 300 by 20 (the block holding for any J
+  up to 116 ms, `jitter_allowance`). The old single default, 300/s with 4 ms of
+  allowance, reached 305 at 40 ms. The address's bucket holds more, `CATCH_UP_S`
+  (50 ms) of catch-up: B = 14.5, at most 292 arrivals in any second at 40 ms (the
+  bucket alone holds the block for J up to 70 ms), and its guard (below) holds the
+  budget in every second and the block under 40 ms whatever the bucket lets out.
+  Without it a scan waiting for a CPU (a busy machine) lost every slot it woke up
+  more than 4 ms late for: 0.70 of the budget beside a CPU hog.
 - account: the largest rate whose worst second under 40 ms stays at the limit
   (`pace_under`) is 482/s single (500 limit) and 96/s batch (100 limit): the
   defaults, `ACCOUNT_PACE`. Just under a throttle, since a breach costs only a retry;
-  1/(1 + J) is the price of 40 ms of jitter on any ceiling.
+  1/(1 + J) is the price of 40 ms of jitter on any ceiling. These buckets keep the
+  limiter's 4 ms of credit: 4% under the limit leaves no room for catch-up bursts.
 
 **At the wire.** The buckets bound the permits they hand out; what leaves the machine
 can still bunch: calls held back between their permit and the wire (a slow token
@@ -32,7 +38,9 @@ checks them right before a call goes: a call that would put more than the budget
 any sliding second, or more than the limit into any 1 + J seconds (so no arrival second
 holds more than the limit under up to J of jitter, however the calls bunched), waits.
 The guard decides on the loop's clock at the moment it checks, never from a time
-computed earlier, so a late wake-up cannot let two calls through for one slot. A
+computed earlier, so a late wake-up cannot let two calls through for one slot; the
+check and the count are one synchronous step (no lock: see `admit_all`), so the
+bound holds after every count however many calls check in one loop iteration. A
 `CompositePacer` checks the guards of all its pacers together, after all permits, and
 counts the call in each at that one moment. The address guard can move closer still:
 with `AddressBudget.trace_config` on that address's aiohttp session it runs right
@@ -48,7 +56,6 @@ is a block that gives no warning to adapt to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -58,7 +65,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from fleetscan.errors import UsageError
-from fleetscan.limiter import RateLimiter, bucket_shape
+from fleetscan.limiter import LATENESS_S, RateLimiter, bucket_shape
 from fleetscan.limits import IP_SAFE_QPS, MAX_QPS, Mode
 from fleetscan.pacer import Pacer
 
@@ -72,6 +79,7 @@ __all__ = [
     "AddressBudget",
     "CompositePacer",
     "SendGuard",
+    "account_credit",
     "admit_all",
     "check_address_budget",
     "jitter_allowance",
@@ -86,8 +94,8 @@ ADDRESS_LIMIT = IP_SAFE_QPS
 DEFAULT_ADDRESS_BUDGET = 270
 # The arrival jitter the margins are sized for: a random 0-40 ms on the way.
 ARRIVAL_JITTER_S = 0.040
-# Catch-up credit of the pacers' buckets: a wake-up this late (a busy loop, a CPU
-# shared with other work) loses no slot. The guards bound what the catch-up sends.
+# Catch-up credit of an address budget's bucket: a wake-up this late (a busy loop, a
+# CPU shared with other work) loses no slot. Its guard bounds what the catch-up sends.
 CATCH_UP_S = 0.050
 
 
@@ -116,6 +124,16 @@ def jitter_allowance(rate: float, limit: int = ADDRESS_LIMIT) -> float:
 
 # Per API: the default pace, just under the account limit (see the module docstring).
 ACCOUNT_PACE: dict[Mode, int] = {mode: pace_under(limit) for mode, limit in MAX_QPS.items()}
+
+
+def account_credit(rate: float, limit: int, jitter: float = ARRIVAL_JITTER_S) -> float:
+    """The catch-up credit (seconds) of an account pacer at ``rate``: up to `CATCH_UP_S`,
+    as much as keeps its bucket's `worst_second` under ``jitter`` within ``limit`` (10
+    ms at the batch pace of 96, 5 ms at the single pace of 482, all 50 ms at 174); at
+    least the limiter's own `LATENESS_S`, which `pace_under` counts on."""
+    _, leak = bucket_shape(rate, rate)
+    room = (limit - leak * (1.0 + jitter)) / rate
+    return max(LATENESS_S, min(CATCH_UP_S, math.floor(room * 1e4) / 1e4))
 
 
 def check_address_budget(budget: float) -> float:
@@ -153,18 +171,14 @@ class SendGuard:
     window of ``seconds``. ``await guard.admit()`` right before a call goes out.
     """
 
-    __slots__ = ("_reserved", "_rules", "_sent")
+    __slots__ = ("_rules", "_sent")
 
     def __init__(self, rules: Sequence[tuple[int, float]]) -> None:
         if not rules or any(count < 1 or seconds <= 0 for count, seconds in rules):
             raise ValueError(f"each rule needs a count >= 1 and seconds > 0, not {rules!r}")
         self._rules = tuple((int(count), float(seconds)) for count, seconds in rules)
-        most = max(count for count, _ in self._rules)
         # Send times of the last max(count) calls, oldest first: all any rule looks at.
-        self._sent: deque[float] = deque(maxlen=most)
-        # Times of calls counted ahead of the wire (`reserve`), oldest first; each is
-        # also in _sent until a call reaches the wire (`admit`) and replaces it.
-        self._reserved: deque[float] = deque(maxlen=most)
+        self._sent: deque[float] = deque(maxlen=max(count for count, _ in self._rules))
 
     @property
     def rules(self) -> tuple[tuple[int, float], ...]:
@@ -187,32 +201,12 @@ class SendGuard:
         """A call goes out at ``now``."""
         self._sent.append(now)
 
-    def reserve(self, now: float) -> None:
-        """A call is let through at ``now`` towards a wire that guards it again
-        (`admit` there replaces this count with the call's real send time). Counted
-        now, so the calls let through before it reaches the wire see it."""
-        self._sent.append(now)
-        self._reserved.append(now)
-
-    def _unreserve(self) -> None:
-        """Drop the oldest reservation: a call reached the wire, to be counted there.
-
-        The oldest, not necessarily the call's own: either way the count only ever
-        holds every call sent plus some not yet sent, so a check on it is never
-        looser than on the sends alone. A call that never reaches the wire leaves
-        its reservation counted until it leaves the windows (never too few)."""
-        if self._reserved:
-            with contextlib.suppress(ValueError):  # already past max(count) newer ones
-                self._sent.remove(self._reserved.popleft())
-
     def sent(self) -> list[float]:
         """The send times kept (the most recent ``max(count)``), oldest first."""
         return list(self._sent)
 
     async def admit(self) -> None:
-        """Wait until a call may go within every rule, and count it as gone (in place
-        of a reservation made for it, if any)."""
-        self._unreserve()
+        """Wait until a call may go within every rule, and count it as gone."""
         await admit_all((self,))
 
     def __repr__(self) -> str:
@@ -261,12 +255,9 @@ class AddressBudget:
         await self._bucket.acquire()
 
     async def acquire(self) -> None:
-        """Wait for the address's permit and its guard (a reservation in it, when the
-        guard runs at the wire, which counts the call again there)."""
+        """Wait for the address's permit (and its guard, unless that runs at the wire)."""
         await self._bucket.acquire()
-        if self._at_wire:
-            await admit_all((), reserve=(self._guard,))
-        else:
+        if not self._at_wire:
             await self._guard.admit()
 
     def on_throttled(self) -> None:
@@ -326,11 +317,15 @@ class AccountPacer:
         if not 0 < rate <= limit:
             raise ValueError(f"a {mode} rate must be within (0, {limit}], not {rate!r}")
         self.mode = mode
-        self._limiter = RateLimiter(rate, adaptive=adaptive, clock=clock, credit=CATCH_UP_S)
-        # The limit under `jitter` whatever rate was asked for (never binds at a pace
-        # within pace_under(limit)), and no second over the pace: the catch-up credit
-        # may fill a second that a late wake-up left short, never one already full.
-        self._guard = SendGuard([(max(1, math.floor(rate)), 1.0), (limit, 1.0 + jitter)])
+        # Catch-up credit, but only what keeps the bucket's own worst second within the
+        # limit under `jitter` (`account_credit`): the guard alone at the limit left no
+        # room for a receiver busy for longer than the margin (102-104 counted).
+        self._limiter = RateLimiter(
+            rate, adaptive=adaptive, clock=clock, credit=account_credit(rate, limit, jitter)
+        )
+        # Never binds at a rate within pace_under(limit); above it, holds the limit
+        # under `jitter` whatever rate was asked for.
+        self._guard = SendGuard([(limit, 1.0 + jitter)])
 
     @property
     def limiter(self) -> RateLimiter:
@@ -393,14 +388,14 @@ class CompositePacer:
 
     async def acquire(self) -> None:
         guards: list[SendGuard] = []
-        at_wire: list[SendGuard] = []
         for pacer in self._pacers:
             if isinstance(pacer, AddressBudget | AccountPacer):
                 await pacer.permit()
-                (at_wire if pacer.guard_at_wire else guards).append(pacer.guard)
+                if not pacer.guard_at_wire:
+                    guards.append(pacer.guard)
             else:
                 await pacer.acquire()
-        await admit_all(guards, reserve=at_wire)
+        await admit_all(guards)
 
     def on_throttled(self) -> None:
         for pacer in self._pacers:
@@ -414,10 +409,8 @@ class CompositePacer:
         return f"CompositePacer{self._pacers!r}"
 
 
-async def admit_all(guards: Sequence[SendGuard], *, reserve: Sequence[SendGuard] = ()) -> None:
-    """Wait until a call may go within every guard, then count it in all, at once:
-    as sent in ``guards``, as reserved in ``reserve`` (guards that check it again at
-    the wire: `SendGuard.reserve`).
+async def admit_all(guards: Sequence[SendGuard]) -> None:
+    """Wait until a call may go within every guard, then count it in all, at once.
 
     The check and the count happen in one synchronous step at one reading of the
     loop's clock, so no other call can come between them: each rule holds after every
@@ -426,22 +419,15 @@ async def admit_all(guards: Sequence[SendGuard], *, reserve: Sequence[SendGuard]
     times a second than the budget allows calls (at 6 ms an iteration, 166/s).
     Waiters whose slot is the same wake together; the first goes, the others sleep
     again until the next slot.
-
-    The reservation keeps the wire's guard from holding a call that the others have
-    already counted: held there, it would leave later than they counted it, bunched
-    with the calls behind it (102 batch calls in a second from two addresses).
     """
-    every = (*guards, *reserve)
-    if not every:
+    if not guards:
         return
     clock = asyncio.get_running_loop().time
     while True:
         now = clock()
-        delay = max(guard.wait(now) for guard in every)
+        delay = max(guard.wait(now) for guard in guards)
         if delay <= 0.0:
             break
         await asyncio.sleep(delay)  # then decided on the clock anew, however late
     for guard in guards:
         guard.record(now)
-    for guard in reserve:
-        guard.reserve(now)

@@ -171,6 +171,10 @@ async def test_hybrid_from_two_source_addresses_keeps_each_under_the_block() -> 
             source_addresses=("127.0.0.2", "127.0.0.3"),
         )
         assert settings.lane_rates == {"batch": 96, "single": 444}
+        # Each address's lanes get workers for their share of the rate, not the whole:
+        # twice the workers crowded the pacers and the first second (102 batch calls).
+        assert settings.lane_workers("single", routes=2) == 112
+        assert settings.lane_workers("batch", routes=2) == 25
         records: list[Record] = []
 
         class Collect:
