@@ -65,7 +65,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from fleetscan.errors import UsageError
-from fleetscan.limiter import LATENESS_S, RateLimiter, bucket_shape
+from fleetscan.limiter import RateLimiter, bucket_shape
 from fleetscan.limits import IP_SAFE_QPS, MAX_QPS, Mode
 from fleetscan.pacer import Pacer
 
@@ -79,7 +79,6 @@ __all__ = [
     "AddressBudget",
     "CompositePacer",
     "SendGuard",
-    "account_credit",
     "admit_all",
     "check_address_budget",
     "jitter_allowance",
@@ -124,16 +123,6 @@ def jitter_allowance(rate: float, limit: int = ADDRESS_LIMIT) -> float:
 
 # Per API: the default pace, just under the account limit (see the module docstring).
 ACCOUNT_PACE: dict[Mode, int] = {mode: pace_under(limit) for mode, limit in MAX_QPS.items()}
-
-
-def account_credit(rate: float, limit: int, jitter: float = ARRIVAL_JITTER_S) -> float:
-    """The catch-up credit (seconds) of an account pacer at ``rate``: up to `CATCH_UP_S`,
-    as much as keeps its bucket's `worst_second` under ``jitter`` within ``limit`` (10
-    ms at the batch pace of 96, 5 ms at the single pace of 482, all 50 ms at 174); at
-    least the limiter's own `LATENESS_S`, which `pace_under` counts on."""
-    _, leak = bucket_shape(rate, rate)
-    room = (limit - leak * (1.0 + jitter)) / rate
-    return max(LATENESS_S, min(CATCH_UP_S, math.floor(room * 1e4) / 1e4))
 
 
 def check_address_budget(budget: float) -> float:
@@ -317,12 +306,10 @@ class AccountPacer:
         if not 0 < rate <= limit:
             raise ValueError(f"a {mode} rate must be within (0, {limit}], not {rate!r}")
         self.mode = mode
-        # Catch-up credit, but only what keeps the bucket's own worst second within the
-        # limit under `jitter` (`account_credit`): the guard alone at the limit left no
-        # room for a receiver busy for longer than the margin (102-104 counted).
-        self._limiter = RateLimiter(
-            rate, adaptive=adaptive, clock=clock, credit=account_credit(rate, limit, jitter)
-        )
+        # The limiter's own 4 ms of credit, not the address's CATCH_UP_S: a pace 4%
+        # under its limit leaves no room for catch-up bursts (with 10 ms, two scans
+        # through a 0-40 ms jitter proxy met 101-104 batch calls in a second).
+        self._limiter = RateLimiter(rate, adaptive=adaptive, clock=clock)
         # Never binds at a rate within pace_under(limit); above it, holds the limit
         # under `jitter` whatever rate was asked for.
         self._guard = SendGuard([(limit, 1.0 + jitter)])
