@@ -37,8 +37,6 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from aiolimiter import AsyncLimiter
-
 __all__ = [
     "DECREASE_FACTOR",
     "INCREASE_SHARE",
@@ -96,21 +94,22 @@ class RateLimiter:
     """
 
     __slots__ = (
-        "_acquired_at",
         "_adaptive",
         "_answers",
-        "_bucket",
-        "_bucket_rate",
         "_capacity",
         "_clock",
         "_credit",
         "_cut_at",
+        "_filled_at",
         "_floor",
-        "_leading",
+        "_leak",
+        "_leak_rate",
+        "_level",
         "_qps",
         "_raised_at",
         "_rate",
         "_throttled",
+        "_timer",
         "_waiters",
     )
 
@@ -133,23 +132,25 @@ class RateLimiter:
         # The AIMD target, in calls per second; the bucket catches up on next acquire.
         self._rate = self._qps
         self._credit = float(credit)
-        self._capacity, leak = bucket_shape(self._rate, self._qps, self._credit)
-        # The leaky bucket in force, and the rate it was built for.
-        self._bucket = AsyncLimiter(self._capacity, self._capacity / leak)
-        self._bucket_rate = self._rate
-        # Loop time of the last acquisition: bounds the current fill when swapping.
-        self._acquired_at: float | None = None
+        self._capacity, self._leak = bucket_shape(self._rate, self._qps, self._credit)
+        # The leaky bucket, on the loop's clock: its fill, when that was last brought up
+        # to date (None: no permit yet), and the rate its leak was built for.
+        self._level = 0.0
+        self._filled_at: float | None = None
+        self._leak_rate = self._rate
         # Clock times of the last cut and the last raise of the rate.
         self._cut_at = self._raised_at = -float("inf")
         # The answers of the last STEP_S, oldest first: (clock time, throttled); and
         # how many of them were throttled.
         self._answers: deque[tuple[float, bool]] = deque()
         self._throttled = 0
-        # One waiter in the bucket at a time (the leader), so a new rate takes effect
-        # within one old spacing rather than after the whole queue has drained through
-        # the old bucket; the others wait here, in order, for a permit or the lead.
-        self._leading = False
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        # Waiters in order, each granted by a timer (`_grant`) when its permit is due.
+        # The timer grants every permit the bucket holds at once, and is set again
+        # from the bucket's fill, not from when a waiter got round to running: a
+        # permit passed from task to task (a lock, a leader) costs a loop iteration or
+        # two each, and on a busy loop those alone outlast the catch-up credit.
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def qps(self) -> float:
@@ -169,53 +170,53 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait until one more attempt may go out."""
         loop = asyncio.get_running_loop()
-        if self._leading:
-            waiter: asyncio.Future[bool] = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                granted = await waiter
-            except asyncio.CancelledError:
-                # A cancelled waiter stays queued, skipped; a permit granted to it is
-                # spent unused (never one too many); the lead it was given goes on.
-                if waiter.done() and not waiter.cancelled() and not waiter.result():
-                    self._hand_on()
-                raise
-            if granted:
-                return
-        # The lead: wait in the bucket, then hand out what it holds now to the waiters
-        # behind, all in this one step. Waking them one at a time (a lock passed on)
-        # costs a loop iteration each: on a busy loop, fewer iterations a second than
-        # the rate, and the slots were lost however much catch-up credit was left.
-        self._leading = True
-        try:
-            if self._bucket_rate != self._rate:
-                await self._swap_bucket()
-            if self._acquired_at is None:
-                # The first permit fills the bucket: the credit is for wake-ups late
-                # in the run, not a burst at its start (new connections, each later
-                # than the pooled ones behind it: 105 batch calls in a second).
-                await self._bucket.acquire(self._capacity)
-            else:
-                await self._bucket.acquire()
-            waiters, bucket = self._waiters, self._bucket
-            while waiters and bucket.has_capacity():
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    await bucket.acquire()  # has capacity: returns at once
-                    waiter.set_result(True)
-            self._acquired_at = loop.time()
-        finally:
-            self._hand_on()
+        if not self._waiters and self._take(loop.time()):
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        if self._timer is None:
+            self._grant()
+        # Cancelled, it stays queued and is skipped; a permit granted to it as it was
+        # cancelled is spent unused (never one too many).
+        await waiter
 
-    def _hand_on(self) -> None:
-        """Pass the lead to the first waiter still waiting, if any."""
-        self._leading = False
+    def _fill(self, now: float) -> None:
+        """Bring the bucket's fill up to ``now``, at the leak of the rate in force since
+        it was last brought up; then switch to the rate now aimed at (AIMD)."""
+        if self._filled_at is not None:
+            self._level = max(0.0, self._level - (now - self._filled_at) * self._leak)
+            self._filled_at = now
+        if self._leak_rate != self._rate:
+            _, self._leak = bucket_shape(self._rate, self._qps, self._credit)
+            self._leak_rate = self._rate
+
+    def _take(self, now: float) -> bool:
+        """Take a permit at ``now`` if the bucket holds one. The first fills the bucket:
+        the credit is for wake-ups late in the run, not a burst at its start."""
+        self._fill(now)
+        if self._filled_at is None:
+            self._level, self._filled_at = self._capacity, now
+            return True
+        if self._level + 1.0 <= self._capacity + 1e-9:
+            self._level += 1.0
+            return True
+        return False
+
+    def _grant(self) -> None:
+        """Grant the waiters every permit the bucket holds now, in order; then set the
+        timer for the next one's."""
+        loop = asyncio.get_running_loop()
+        self._timer = None
         waiters = self._waiters
+        now = loop.time()
         while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._leading = True  # held for it until it runs
-                waiter.set_result(False)
+            if waiters[0].done():
+                waiters.popleft()
+            elif self._take(now):
+                waiters.popleft().set_result(None)
+            else:
+                due = now + (self._level + 1.0 - self._capacity) / self._leak
+                self._timer = loop.call_at(due, self._grant)
                 return
 
     async def __aenter__(self) -> None:
@@ -269,20 +270,6 @@ class RateLimiter:
     def _throttling(self) -> bool:
         """Whether the last STEP_S of answers hold more throttled ones than noise."""
         return self._throttled >= max(1.0, NOISE_SHARE * len(self._answers))
-
-    async def _swap_bucket(self) -> None:
-        old_leak = self._bucket.max_rate / self._bucket.time_period
-        level = 0.0
-        if self._acquired_at is not None:
-            # Each acquisition leaves the bucket at most full, and it has leaked since:
-            # an upper bound on the old fill, from aiolimiter's public surface only.
-            elapsed = asyncio.get_running_loop().time() - self._acquired_at
-            level = max(0.0, self._capacity - old_leak * elapsed)
-        _, leak = bucket_shape(self._rate, self._qps, self._credit)
-        bucket = AsyncLimiter(self._capacity, self._capacity / leak)
-        if level > 0.0:
-            await bucket.acquire(level)  # an empty bucket: returns at once
-        self._bucket, self._bucket_rate = bucket, self._rate
 
     def __repr__(self) -> str:
         return f"RateLimiter(qps={self._qps:g}, current_rate={self._rate:g})"

@@ -87,9 +87,9 @@ def test_no_window_exceeds_qps_and_the_rate_holds(qps: float, lateness: float) -
 
 
 def test_a_busy_loop_gets_the_rate_the_credit_covers() -> None:
-    # Every loop iteration takes 6 ms: fewer a second than the 270 permits. The waiter
-    # in the bucket hands what it holds to the waiters behind in one step; passed on
-    # one per iteration (a lock), the limiter gave 166/s.
+    # Every loop iteration takes 6 ms: fewer a second than the 270 permits. A timer
+    # grants the waiters every permit the bucket holds at once; passed on one per
+    # iteration (a lock), the limiter gave 166/s.
     clock = VirtualClock(iteration=0.006)
     limiter = RateLimiter(270, adaptive=False, credit=0.05)
     times = run_virtual(clock, lambda: acquisition_times(limiter.acquire, seconds=6, workers=150))

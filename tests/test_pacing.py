@@ -175,6 +175,27 @@ def test_a_busy_loop_still_gets_the_address_budget() -> None:
     assert max_in_window(arrivals(sends), 1.0) <= ADDRESS_LIMIT
 
 
+def test_a_busy_loop_still_gives_each_hybrid_lane_its_pace() -> None:
+    # The same loop, two lanes through one address: each account pacer's permits come
+    # from a timer, not passed from task to task (a lock, then a leader handing on its
+    # place: an iteration or two a permit, which outlasted the 4 ms of credit of the
+    # account buckets: 86% of the batch pace).
+    clock = VirtualClock(iteration=0.004)
+    address = AddressBudget(270)
+    rates = lane_rates()
+    lanes: dict[str, tuple[Pacer, int]] = {
+        mode: (CompositePacer(address, AccountPacer(mode, rates[mode], clock=clock)), workers)
+        for mode, workers in (("batch", 40), ("single", 120))
+    }
+    sends = run_virtual(clock, lambda: run_lanes(lanes, seconds=8))
+    for mode, rate in rates.items():
+        assert len([t for t in sends[mode] if 2.0 <= t < 8.0]) / 6.0 >= 0.97 * rate
+    both = sorted(sends["batch"] + sends["single"])
+    assert max_in_window(both, 1.0) <= 270
+    assert max_in_window(arrivals(both), 1.0) <= ADDRESS_LIMIT
+    assert max_in_window(arrivals(sends["batch"]), 1.0) <= MAX_QPS["batch"]
+
+
 def test_the_guard_lets_every_free_slot_go_in_one_loop_iteration() -> None:
     # 20 loop iterations a second, 50 calls a second allowed: a lock passed from waiter
     # to waiter let 188 of the 250 through in 5 s.
