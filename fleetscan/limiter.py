@@ -16,6 +16,14 @@ wake-up is caught up instead of lost. The sustained rate is then
 through the client to a loopback server at qps 100/300/500: -0.8% sustained, and at
 most 100/300/499 arrivals in any sliding second of the server's clock.
 
+The bucket is this class's own (its fill and leak on the loop's clock): an attempt
+takes a permit at once when nobody waits and the bucket holds one; otherwise it
+queues, and one timer grants the queue every permit the bucket holds when it fires,
+then sets itself for the next from the bucket's fill. A permit passed from task to
+task (a lock, aiolimiter's waiters) costs a loop iteration or two each, and a busy
+loop iterates fewer times a second than it should grant: 166/s of 270 at 6 ms an
+iteration, and on a loaded machine a tenth of a hybrid scan's slots.
+
 Adaptive (AIMD): ``on_throttled`` cuts the rate multiplicatively, at most once per
 ``STEP_S`` (a burst of throttled answers in flight is one signal); ``on_success``
 raises it back by a fixed share of ``qps`` per ``STEP_S`` of clean answers. Both look
@@ -24,9 +32,9 @@ noise, not a limit; they neither cut the rate nor hold back a raise. (Cutting on
 throttled answer sank the rate to its floor, 5% of qps, within 12 s of 5% random
 SystemOverFlow; raising one step after a cut, however throttled the answers still
 were, climbed straight back over a shared limit mid-storm. See
-tests/test_reliability_faults.py.) A change swaps in a new bucket that starts as full
-as the old one may be, so it never opens a burst; the swap happens in the next
-``acquire``, which is where awaiting is possible.
+tests/test_reliability_faults.py.) A change keeps the bucket's fill, so it never opens
+a burst: the leak changes at the bucket's next fill (the next attempt or grant),
+within one old spacing.
 """
 
 from __future__ import annotations
