@@ -212,6 +212,32 @@ def test_a_partial_batch_waits_briefly_for_more_then_goes_as_it_is(
     assert feed.freed == 18  # every ID's room went back to the reader
 
 
+def test_hybrid_lanes_run_out_of_input_together(virtual_loop: VirtualLoop) -> None:
+    # Each lane holds about half a second of calls in its workers; the batch lane held
+    # another half second in batches filled ahead of them, so at the end of the input
+    # it went on alone for that long while the single lane had nothing left to scan.
+    class Apis(FakeApi):
+        def __init__(self) -> None:
+            super().__init__(latency=0.04)
+            self.last: dict[str, float] = {}
+
+        async def query_session(self, client_id: str) -> SessionAnswer:
+            self.last[SINGLE_API] = asyncio.get_running_loop().time()
+            return await super().query_session(client_id)
+
+        async def batch_query_sessions(self, client_ids: Sequence[str]) -> BatchAnswer:
+            self.last[BATCH_API] = asyncio.get_running_loop().time()
+            return await super().batch_query_sessions(client_ids)
+
+    api = Apis()
+    count = 1134 * 6
+    _, records = virtual_loop.run(
+        lambda: scan(api, ScriptedFeed([(0.0, ids(count))]), settings(mode="hybrid"))
+    )
+    assert len(records) == count
+    assert api.last[BATCH_API] - api.last[SINGLE_API] < 0.15
+
+
 # --- stopping ------------------------------------------------------------------------------
 
 

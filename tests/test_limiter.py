@@ -86,6 +86,50 @@ def test_no_window_exceeds_qps_and_the_rate_holds(qps: float, lateness: float) -
     assert 0.99 * qps <= rate <= qps
 
 
+def test_a_busy_loop_gets_the_rate_the_credit_covers() -> None:
+    # Every loop iteration takes 6 ms: fewer a second than the 270 permits. A timer
+    # grants the waiters every permit the bucket holds at once; passed on one per
+    # iteration (a lock), the limiter gave 166/s.
+    clock = VirtualClock(iteration=0.006)
+    limiter = RateLimiter(270, adaptive=False, credit=0.05)
+    times = run_virtual(clock, lambda: acquisition_times(limiter.acquire, seconds=6, workers=150))
+    capacity, leak = bucket_shape(270, 270, 0.05)
+    assert steady_rate(times, after=2.0) >= 0.99 * leak
+    # Never more than the bucket's bound: capacity + leak * W in any window W.
+    assert max_in_window(times, 1.0) < capacity + leak
+
+
+def test_the_credit_is_no_burst_at_the_start() -> None:
+    # Half a second of credit at 100/s: an empty bucket would let 51 go at once.
+    clock = VirtualClock()
+    limiter = RateLimiter(100, adaptive=False, credit=0.5)
+    times = run_virtual(clock, lambda: acquisition_times(limiter.acquire, seconds=2))
+    assert limiter.capacity == pytest.approx(51)
+    assert max_in_window(times, 0.1) <= 11  # the first permit, then the pace
+
+
+def test_a_waiter_cancelled_in_the_queue_leaves_the_others_their_permits() -> None:
+    clock = VirtualClock()
+    limiter = RateLimiter(10, adaptive=False)
+
+    async def main() -> list[int]:
+        got: list[int] = []
+
+        async def one(i: int) -> None:
+            await limiter.acquire()
+            got.append(i)
+
+        tasks = [asyncio.create_task(one(i)) for i in range(6)]
+        await asyncio.sleep(0)  # all queued: the first leads, the others wait
+        tasks[1].cancel()  # waiting behind the lead
+        tasks[2].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(limiter.acquire(), 5)  # the limiter still hands out
+        return got
+
+    assert run_virtual(clock, main) == [0, 3, 4, 5]
+
+
 def test_bucket_shape_meets_the_window_bound_exactly() -> None:
     for qps in (1, 50, 100, 300, 500, 1000):
         capacity, leak = bucket_shape(qps, qps)

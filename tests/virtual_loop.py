@@ -28,9 +28,10 @@ DEADLOCK_WAIT_S = 5.0
 class VirtualClock:
     """Seconds that pass only when the loop would otherwise wait."""
 
-    def __init__(self, *, lateness: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, *, lateness: float = 0.0, seed: int = 1, iteration: float = 1e-6) -> None:
         self.now = 0.0
         self.lateness = lateness
+        self.iteration = iteration
         self._rng = random.Random(seed)
 
     def __call__(self) -> float:
@@ -45,9 +46,10 @@ class VirtualClock:
         self.now += timeout + self._rng.uniform(0.0, self.lateness)
 
     def tick(self) -> None:
-        # Each loop iteration costs a microsecond, as on a real loop; without it a
-        # timer due within the loop's clock resolution would spin forever.
-        self.now += 1e-6
+        # Each loop iteration costs a microsecond, as on a real loop (without it a
+        # timer due within the loop's clock resolution would spin forever), or
+        # ``iteration`` seconds: a busy loop, whose every iteration runs many callbacks.
+        self.now += self.iteration
 
 
 class _VirtualSelector(selectors.BaseSelector):

@@ -289,7 +289,10 @@ class BatchLane(Lane[BatchSession]):
         return 1  # the batcher
 
     def start(self, ids: asyncio.Queue[str | None], feed: Feed) -> list[asyncio.Task[None]]:
-        batches: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=self.workers)
+        # One batch ready ahead of the workers, not one per worker: a batch filled early
+        # holds IDs the single lane beside it could scan, and at the end of the input
+        # the single lane sat idle while the batch lane worked off a second of them.
+        batches: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=1)
         tasks = [
             asyncio.create_task(self._worker(batches), name=f"fleetscan-worker-{i}")
             for i in range(self.workers)

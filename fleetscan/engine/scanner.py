@@ -257,7 +257,7 @@ class Scanner:
                     # Batch confirming: the single lane only confirms, reads no IDs.
                     workers=0
                     if mode == "single" and settings.mode == "batch"
-                    else settings.lane_workers(mode),
+                    else settings.lane_workers(mode, routes=len(plan)),
                     retry=settings.retry,
                     control=self.control,
                     gate=gate,

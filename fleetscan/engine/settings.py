@@ -257,11 +257,14 @@ class ScanSettings:
     def workers(self) -> int:
         return self.concurrency or default_concurrency(self.rate)
 
-    def lane_workers(self, mode: Mode) -> int:
-        """Workers of ``mode``'s lane (``concurrency`` is per lane)."""
-        if not self.two_lanes:
-            return self.workers
-        return self.concurrency or default_concurrency(self.lane_rates[mode])
+    def lane_workers(self, mode: Mode, *, routes: int = 1) -> int:
+        """Workers of ``mode``'s lane (``concurrency`` is per lane), each of ``routes``
+        lanes of the mode (one per source address) carrying its share of the rate:
+        workers for the whole rate on every address only crowd the pacers' queues."""
+        if self.concurrency:
+            return self.concurrency
+        rate = self.lane_rates[mode] if self.two_lanes else self.rate
+        return default_concurrency(rate / max(1, routes))
 
     @property
     def api(self) -> str:
