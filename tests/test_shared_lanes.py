@@ -155,6 +155,14 @@ async def test_two_processes_behind_one_address_share_its_budget_over_both_apis(
         assert all(r.api == SINGLE_API for r in confirmed)
 
 
+def test_a_shared_rate_below_two_a_second_is_refused_before_any_call() -> None:
+    limiter = LimiterSettings(url="redis://127.0.0.1:6379/0")
+    with pytest.raises(UsageError, match=r"--qps 1 with --limiter: .* 2 calls/s or more"):
+        ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=1, limiter=limiter)
+    ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=2, limiter=limiter)
+    ScanSettings(instance_id=DEFAULT_INSTANCE_ID, qps=1)  # alone, a local pacer paces at 1
+
+
 def test_an_address_group_with_several_source_addresses_is_refused() -> None:
     limiter = LimiterSettings(url="redis://127.0.0.1:6379/0", address_group="nat-1")
     with pytest.raises(UsageError, match="--address-group 'nat-1' names the one egress"):

@@ -35,6 +35,7 @@ from fleetscan.pacing import (
     lane_rates,
     pace_under,
 )
+from fleetscan.redis_pacer.script import MIN_QPS as MIN_SHARED_QPS
 from fleetscan.retry import RetryPolicy
 from fleetscan.shard import Shard
 from fleetscan.source_address import check_source_addresses
@@ -161,6 +162,11 @@ class ScanSettings:
             checked_rate(self.lane_mode, self.qps, account_qps=self.account_qps)
         if self.confirm_offline:
             self._check_confirm()
+        if self.limiter is not None and self.qps is not None and self.qps < MIN_SHARED_QPS:
+            raise UsageError(
+                f"--qps {self.qps:g} with --limiter: a shared budget paces at "
+                f"{MIN_SHARED_QPS} calls/s or more (all processes together)"
+            )
         if (
             self.limiter is not None
             and self.limiter.address_group is not None
