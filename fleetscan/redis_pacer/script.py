@@ -1,12 +1,12 @@
 """The script that hands out permits, on the Redis server's clock, and its shape.
 
-GCRA's spacing, kept as a calendar: per budget key, a sorted set of the server times
-(µs) of the slots granted from it that are still to come, or just past. A slot is the
-earliest server time a permit may be spent. One call of the script takes up to
-``want`` permits from every key of the call at once (the API's and the egress
-address's): each permit's slot is the earliest time, from now on, at least an interval
-from every slot of every one of its keys, and it counts against all of them, or none
-is granted.
+GCRA's spacing, kept on a grid: per budget key, a sorted set of the ticks (server time
+in µs over the key's interval) that granted slots hold, from the current one on. A
+slot is the earliest server time a permit may be spent. One call of the script takes
+up to ``want`` permits from every key of the call at once (the API's, the egress
+address's, and in a two-lane scan the API's share of the address): each permit's slot
+is the earliest time, from now on, whose tick is free on every one of its keys, and it
+takes that tick on all of them, or none is granted.
 
 Why no sliding second holds more than ``qps`` spends, across all processes:
 
@@ -35,8 +35,8 @@ Why no sliding second holds more than ``qps`` spends, across all processes:
    ``T = (1 + JITTER_S + SPEND_WINDOW_S) / (qps - 1)`` that is at most ``qps`` in any
    sliding second, with the local pacer's margin for arrival jitter
    (``fleetscan.limiter``). The sustained rate is ``(qps - 1) / (1 + JITTER_S +
-   SPEND_WINDOW_S)``: at the account's 100 batch calls/s, 94.3 (the local pacer paces
-   at 96 for the same margin).
+   SPEND_WINDOW_S)``: 94.3 calls/s at 100, 90.5 at the batch pace of 96 a scan gives
+   it by default (`fleetscan.engine.pacers.shared_rates` says why).
 
 Leasing is point 2 with ``want > 1``: a lease of k permits at server time ``now``
 reserves k slots, each placed as in point 1, and the process spends each at its slot,
@@ -158,8 +158,8 @@ def script_args(
     return args
 
 
-# KEYS[1]: the API's AIMD hash; KEYS[2..]: each budget's granted slots, a sorted set
-# (the API's, then the address's). ARGV: see script_args. Returns {now, wait, share in ppm,
+# KEYS[1]: the API's AIMD hash; KEYS[2..]: each budget's taken ticks, a sorted set
+# (the API's, then the address's, then the API's share of the address). ARGV: see script_args. Returns {now, wait, share in ppm,
 # slot offsets...}, all µs (integers: Redis truncates Lua numbers to integers).
 SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
