@@ -159,8 +159,9 @@ def script_args(
 
 
 # KEYS[1]: the API's AIMD hash; KEYS[2..]: each budget's taken ticks, a sorted set
-# (the API's, then the address's, then the API's share of the address). ARGV: see script_args. Returns {now, wait, share in ppm,
-# slot offsets...}, all µs (integers: Redis truncates Lua numbers to integers).
+# (the API's, then the address's, then the API's share of the address). ARGV: see
+# script_args. Returns {now, wait, share in ppm, slot offsets...}, all µs (integers:
+# Redis truncates Lua numbers to integers).
 SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
