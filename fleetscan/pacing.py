@@ -138,9 +138,12 @@ def check_address_budget(budget: float) -> float:
     return float(budget)
 
 
-def lane_rates(addresses: int = 1, budget: float = DEFAULT_ADDRESS_BUDGET) -> dict[Mode, float]:
+def lane_rates(
+    addresses: int = 1, budget: float = DEFAULT_ADDRESS_BUDGET, *, batch: float | None = None
+) -> dict[Mode, float]:
     """The account paces of a batch lane and a single lane sharing ``addresses`` address
-    budgets: batch at its pace, single at what the budgets leave (at most its pace).
+    budgets: batch at ``batch`` (default its pace), single at what the budgets leave (at
+    most its pace).
 
     A lane paced above what its addresses leave does not get more: its calls queue on
     the address (first come, first served) ahead of the other lane's, which starves.
@@ -150,7 +153,7 @@ def lane_rates(addresses: int = 1, budget: float = DEFAULT_ADDRESS_BUDGET) -> di
     if addresses < 1:
         raise ValueError(f"at least one address, not {addresses}")
     total = addresses * check_address_budget(budget)
-    batch = min(float(ACCOUNT_PACE["batch"]), total)
+    batch = min(float(ACCOUNT_PACE["batch"] if batch is None else batch), total)
     return {"batch": batch, "single": min(float(ACCOUNT_PACE["single"]), total - batch)}
 
 

@@ -460,8 +460,8 @@ async def test_a_lease_ahead_holds_only_its_own_slots_of_a_budget_it_shares(
     # address's budget between them: the fast API's permits fit in the gaps. Granted in
     # order, every slot after the last one granted, the batch lease held the address
     # for its whole span, and a single pacer beside it got a fraction of its rate
-    # (25 of the 60/s the address left it, at the scan level 180 calls in a hybrid
-    # scan's 1,364 single slots).
+    # (25 of the 60/s the address left it; in a hybrid scan of 12,000 IDs the single
+    # lane made 180 calls beside batch's 1,182, where the local pacers made 1,788).
     budget = await connect(redis_server)
     try:
         batch = budget.pacer("BatchQuerySessionByClientIds", 20, address_qps=80)

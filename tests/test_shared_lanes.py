@@ -193,3 +193,31 @@ async def test_the_address_budget_given_is_the_shared_address_budget(
     assert_every_id_once_with_its_status(records, truth, stats)
     (address,) = stats.ip_totals.values()
     assert address.max_requests_1s <= 40
+
+
+def test_two_lanes_split_each_address_s_shared_budget_between_the_apis() -> None:
+    from fleetscan.engine.pacers import shared_rates
+
+    limiter = LimiterSettings(url="redis://127.0.0.1:6379/0")
+    # The account's rates are every process's together; each address's split is its
+    # own, whatever the number of addresses (96 + 174 of 270, for every process).
+    for addresses in ((), ("127.0.0.2", "127.0.0.3", "127.0.0.4")):
+        hybrid = ScanSettings(
+            instance_id=DEFAULT_INSTANCE_ID,
+            mode="hybrid",
+            limiter=limiter,
+            source_addresses=addresses,
+        )
+        assert shared_rates(hybrid) == {"batch": (96, 96), "single": (482, 174)}
+    confirming = ScanSettings(
+        instance_id=DEFAULT_INSTANCE_ID,
+        mode="batch",
+        qps=50,
+        confirm_offline=True,
+        limiter=limiter,
+        address_budget=200,
+    )
+    assert shared_rates(confirming) == {"batch": (50, 50), "single": (482, 150)}
+    # One lane: the API's pace, the address's budget whole (270 binds there).
+    single = ScanSettings(instance_id=DEFAULT_INSTANCE_ID, limiter=limiter)
+    assert shared_rates(single) == {"single": (482, None)}

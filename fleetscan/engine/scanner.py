@@ -154,7 +154,7 @@ class Scanner:
         control = self.control
         counters = self.counters
         if self.routes:
-            pass
+            pass  # each route brings its pacers, or has them composed in _lanes
         elif settings.two_lanes:
             if self.lane_pacers is None:
                 self.lane_pacers = lane_pacers(settings)

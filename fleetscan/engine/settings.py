@@ -236,15 +236,16 @@ class ScanSettings:
     @property
     def lane_rates(self) -> dict[Mode, float]:
         """Each lane's account pace: hybrid's from `fleetscan.pacing.lane_rates`."""
+        return self.lane_rates_from(self.addresses)
+
+    def lane_rates_from(self, addresses: int) -> dict[Mode, float]:
+        """`lane_rates` if the scan sent from ``addresses`` source addresses."""
         if self.mode == HYBRID:
-            return lane_rates(self.addresses, self.address_budget)
-        rate = self.api_rate
+            return lane_rates(addresses, self.address_budget)
         if not self.confirm_offline:
-            return {self.lane_mode: rate}
+            return {self.lane_mode: self.api_rate}
         # Batch confirming: batch at its rate, the confirmations at what is left.
-        total = self.address_budget * self.addresses
-        batch = min(rate, total)
-        return {"batch": batch, "single": min(float(ACCOUNT_PACE["single"]), total - batch)}
+        return lane_rates(addresses, self.address_budget, batch=self.api_rate)
 
     @property
     def api_rate(self) -> float:

@@ -138,6 +138,7 @@ async def shared_pacers(
     """
     if not addresses:
         raise ValueError("at least one source address")
+    address_qps = check_address_budget(address_budget)
     budget = await SharedBudget.connect(
         settings.url,
         access_key_id=account,
@@ -150,7 +151,7 @@ async def shared_pacers(
             (address, api): budget.pacer(
                 api,
                 rate,
-                address_qps=check_address_budget(address_budget),
+                address_qps=address_qps,
                 address=settings.address_group or address,
                 share_qps=cap,
             )
